@@ -1,0 +1,1 @@
+"""Model export to ONNX/TensorRT with parity checks; filled as models land."""

@@ -1,0 +1,5 @@
+import sys
+
+from presenter.cli import main
+
+sys.exit(main())

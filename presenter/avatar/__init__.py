@@ -1,0 +1,1 @@
+"""Avatar packs: everything the live server and offline tools need for one face."""

@@ -1,0 +1,125 @@
+"""The avatar pack: an on-disk folder, versioned by its manifest, written atomically.
+
+Layout (format version 1):
+
+    manifest.json   format, version, source and attribution, fps, frame size, crop sizes,
+                    reference frames, loop kind, landmarker sha256
+    frames.npz      frames (N, H, W, 3) uint8 RGB: the idle loop; frame N follows frame N-1 seamlessly
+    face.npz        verts_px (N, V, 3) mesh in frame pixels (z larger = nearer);
+                    canon (N, V, 3) cm, pose-free; rotation (N, 3, 3); scale (N,); translation (N, 3);
+                    neutral (V, 3) cm; align_<S> (N, 2, 3) frame -> crop transforms for each crop size
+    crops_<S>.npz   crops (N, S, S, 3) uint8; mouth_mask, face_mask (N, S, S) uint8 (0..255)
+    preview.png     a contact sheet for people
+
+Legend: N idle-loop frames, V = 468 mesh vertices, S crop side in pixels.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from presenter.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "presenter-avatar"
+VERSION = 1
+CROP_SIZES = (128, 256)
+
+
+@dataclass(frozen=True)
+class AvatarPack:
+    """A loaded pack. Arrays are read-only views of the files."""
+    root: Path
+    manifest: dict[str, Any]
+    frames: np.ndarray                       # (N, H, W, 3) uint8
+    face: dict[str, np.ndarray]              # see the module docstring
+    crops: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # S -> crops, masks
+
+    @property
+    def fps(self) -> int:
+        return int(self.manifest["fps"])
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def reference_indices(self) -> list[int]:
+        return list(self.manifest["reference_indices"])
+
+
+def load_pack(root: str | Path) -> AvatarPack:
+    """Load a pack, checking its manifest; errors name the file and what to do."""
+    root = Path(root)
+    mpath = root / "manifest.json"
+    if not mpath.is_file():
+        raise UserError(f"{root} is not an avatar pack (no manifest.json); make one with "
+                        f"'presenter avatar create --image FILE -o {root}'")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{mpath}: not valid JSON ({e}); recreate the pack") from None
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{mpath}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("version") != VERSION:
+        raise UserError(f"{mpath}: pack version {manifest.get('version')!r}; this presenter reads version "
+                        f"{VERSION}: recreate the pack with 'presenter avatar create'")
+    try:
+        with np.load(root / "frames.npz") as z:
+            frames = z["frames"]
+        with np.load(root / "face.npz") as z:
+            face = {k: z[k] for k in z.files}
+        crops = {}
+        for s in manifest["crop_sizes"]:
+            with np.load(root / f"crops_{s}.npz") as z:
+                crops[int(s)] = {k: z[k] for k in z.files}
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"{root}: damaged avatar pack ({e}); recreate it with 'presenter avatar create'") from None
+    return AvatarPack(root, manifest, frames, face, crops)
+
+
+def write_pack(out: Path, manifest: dict[str, Any], frames: np.ndarray, face: dict[str, np.ndarray],
+               crops: dict[int, dict[str, np.ndarray]], preview: np.ndarray | None = None, *,
+               force: bool = False) -> Path:
+    """Write a pack to a temporary sibling folder, then rename it into place.
+
+    An existing `out` is an error unless force=True, in which case it is replaced only after
+    the new pack is complete. A failure leaves nothing behind.
+    """
+    import cv2
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"output {out} already exists; choose another path or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a pack is an ordinary folder
+        np.savez_compressed(tmp / "frames.npz", frames=frames)
+        np.savez(tmp / "face.npz", **face)
+        for s, arrays in crops.items():
+            np.savez_compressed(tmp / f"crops_{s}.npz", **arrays)
+        if preview is not None:
+            cv2.imwrite(str(tmp / "preview.png"), preview[..., ::-1])
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote avatar pack %s (%d frames)", out, len(frames))
+    return out

@@ -1,0 +1,1 @@
+"""Face pipeline: landmarks -> smoothing -> fitted mesh -> alignment -> masks -> guidance raster."""
