@@ -1,0 +1,1 @@
+"""Training data: corpus format, synthetic speech and talking heads, real-video ingestion."""

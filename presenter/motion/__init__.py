@@ -1,0 +1,1 @@
+"""Motion: speech -> mouth parameters / mesh offsets (baselines, visemes, SyncFormer)."""

@@ -1,0 +1,1 @@
+"""The live server: aiohttp app, WebRTC signalling, tracks, metrics."""

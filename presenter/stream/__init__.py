@@ -1,0 +1,1 @@
+"""PresenterStream: the per-session pipeline shared by the server, mic mode and agents."""
