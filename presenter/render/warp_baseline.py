@@ -1,0 +1,98 @@
+"""Baseline renderer (no learning): the avatar's own crop warped by the mouth-posed mesh, with a
+drawn mouth interior (dark cavity, upper and lower teeth, tongue) where the lips part.
+
+This is the corpus renderer's look and the live path's stand-in until the generator lands. It
+works in the 256 px aligned crop and pastes the lower face back into the idle frame.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from presenter.avatar.pack import AvatarPack
+from presenter.face.align import paste_back, warp_points
+from presenter.face.canonical import LIPS_INNER
+from presenter.face.fit import pose_mesh
+from presenter.face.masks import mouth_mask
+from presenter.face.warp import warp_image
+from presenter.motion.mouth import TEETH, TONGUE, deform
+
+CROP = 256
+CAVITY_RGB = (52, 18, 22)
+TEETH_RGB = (226, 222, 210)
+TONGUE_RGB = (172, 84, 88)
+MIN_GAP_PX = 1.5   # below this the lips touch: nothing to draw between them
+_UPPER = list(LIPS_INNER[:11])           # corner 78 .. corner 308 along the upper inner lip
+_LOWER = [LIPS_INNER[10]] + list(LIPS_INNER[11:]) + [LIPS_INNER[0]]  # 308 .. 78 along the lower
+
+
+def _gap(verts: np.ndarray) -> float:
+    return float(np.max(verts[_LOWER[::-1], 1] - verts[_UPPER, 1]))
+
+
+def draw_mouth_interior(img: np.ndarray, verts: np.ndarray, teeth: float, tongue: float,
+                        *, base_gap_px: float = 0.0) -> None:
+    """Paint the opening bounded by the inner lips of `verts` (V, 2+) crop pixels into img, in place.
+
+    base_gap_px: the opening the image already shows (a photo with parted lips). The painted
+    interior fades in as the mouth opens beyond it, so the photo's own teeth stay at rest.
+    """
+    upper, lower = verts[_UPPER, :2], verts[_LOWER, :2]
+    gap = _gap(verts)
+    strength = np.clip((gap - base_gap_px) / max(base_gap_px, 2.0), 0.0, 1.0)
+    if gap < MIN_GAP_PX or strength <= 0:
+        return
+    h, w = img.shape[:2]
+    ss = 4  # sub-pixel bits for cv2 drawing
+    poly = np.round(np.concatenate([upper, lower]) * (1 << ss)).astype(np.int32)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [poly], 255, cv2.LINE_AA, shift=ss)
+    layer = np.empty_like(img)
+    layer[:] = CAVITY_RGB
+    band = min(0.45 * gap, 0.09 * float(np.ptp(upper[:, 0]))) * teeth
+    if band > 0.5:
+        teeth_poly = np.concatenate([upper, upper[::-1] + np.array([0.0, band])])
+        cv2.fillPoly(layer, [np.round(teeth_poly * (1 << ss)).astype(np.int32)], TEETH_RGB, cv2.LINE_AA, shift=ss)
+        low_band = 0.5 * band
+        lower_teeth = np.concatenate([lower, lower[::-1] - np.array([0.0, low_band])])
+        cv2.fillPoly(layer, [np.round(lower_teeth * (1 << ss)).astype(np.int32)], TEETH_RGB, cv2.LINE_AA, shift=ss)
+    if tongue > 0:
+        c = lower.mean(0) - np.array([0.0, 0.25 * gap])
+        axes = (int(0.3 * np.ptp(upper[:, 0]) * tongue) + 1, int(0.2 * gap * tongue) + 1)
+        cv2.ellipse(layer, (int(c[0]), int(c[1])), axes, 0, 180, 360, TONGUE_RGB, -1, cv2.LINE_AA)
+    a = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] * (strength / 255.0)
+    img[:] = (img * (1 - a) + layer * a).astype(np.uint8)
+
+
+class WarpBaselineRenderer:
+    """Renders the mouth by warping the avatar's crop; see the module docstring."""
+
+    name = "baseline warp (no learning)"
+    synthetic_label = "SYNTHETIC - baseline renderer"
+
+    def __init__(self, pack: AvatarPack) -> None:
+        self.pack = pack
+        self._frames = pack.frames
+        self._crops = pack.crops[CROP]["crops"]
+        self._masks = pack.crops[CROP]["mouth_mask"]
+        f = pack.face
+        self._verts, self._canon, self._align = f["verts_px"], f["canon"], f[f"align_{CROP}"]
+        self._rot, self._scale, self._trans = f["rotation"], f["scale"], f["translation"]
+
+    def mouth_crop(self, index: int, mouth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(crop (S, S, 3) uint8, blend mask (S, S) float32, posed mesh in crop px (V, 3)) for frame index."""
+        i = index % len(self._frames)
+        m = self._align[i]
+        moved = pose_mesh(deform(self._canon[i], mouth), self._rot[i], float(self._scale[i]), self._trans[i])
+        src, dst = warp_points(self._verts[i], m), warp_points(moved, m)
+        out = warp_image(self._crops[i], src, dst)
+        draw_mouth_interior(out, dst, float(mouth[TEETH]), float(mouth[TONGUE]), base_gap_px=_gap(src))
+        mask = np.maximum(self._masks[i].astype(np.float32) / 255.0, mouth_mask(dst, CROP))
+        return out, mask, dst
+
+    def render(self, index: int, mouth: np.ndarray | None) -> np.ndarray:
+        i = index % len(self._frames)
+        if mouth is None:
+            return self._frames[i]
+        out, mask, _ = self.mouth_crop(i, mouth)
+        return paste_back(self._frames[i], out, self._align[i], mask)
