@@ -31,6 +31,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # torch is pinned exactly: an open range pulls a multi-GB CUDA build (DESIGN.md section 6).
   pip install -q "torch==2.13.0"
   pip install -q -e ".[train,serve,onnx,dev]"
+  # Their declared dependencies are stale or heavy (jupyter, gdown, opencv-python): data only.
+  pip install -q --no-deps random-face==2021.7.21.1 face-recognition-models==0.3.0
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"
