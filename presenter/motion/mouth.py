@@ -89,7 +89,9 @@ def deform(canon: np.ndarray, params: np.ndarray) -> np.ndarray:
         h = np.interp(out[:, 0], xs, half_gap, left=0.0, right=0.0)     # (V,)
         off = out[:, 1] - np.interp(out[:, 0], xs, mid)
         w = np.clip(1.0 - (np.abs(off) - h) / SEAL_FADE_CM, 0.0, 1.0) * (lip_w > 0)
-        out[:, 1] -= np.sign(off) * np.minimum(h, np.abs(off)) * w * p[CLOSE]
+        shift = np.sign(off) * np.minimum(h, np.abs(off)) * w * p[CLOSE]
+        shift[up], shift[lo] = half_gap * p[CLOSE], -half_gap * p[CLOSE]  # the pairs meet exactly
+        out[:, 1] -= shift
     return out
 
 
