@@ -146,3 +146,29 @@ def read_index(root: Path) -> dict[str, Any]:
         raise UserError(f"{p}: format {index.get('format')!r} version {index.get('version')!r}; "
                         f"expected {FORMAT!r} version {VERSION}")
     return index
+
+
+def write_talking_video(path: Path, frames: np.ndarray, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """An mp4 (H.264 + AAC) of frames (T, H, W, 3) at 25 fps with mono float32 audio, written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    with av.open(str(tmp), "w") as c:
+        vs = c.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        vs.options = {"crf": "18"}
+        as_ = c.add_stream("aac", rate=sample_rate, layout="mono")
+        pcm = np.clip(audio, -1, 1).astype(np.float32)
+        hop = 1024
+        for i in range(0, len(pcm), hop):
+            af = av.AudioFrame.from_ndarray(pcm[None, i:i + hop], format="flt", layout="mono")
+            af.sample_rate, af.pts = sample_rate, i
+            for pkt in as_.encode(af):
+                c.mux(pkt)
+        for pkt in as_.encode():
+            c.mux(pkt)
+        for f in frames:
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(pkt)
+        for pkt in vs.encode():
+            c.mux(pkt)
+    os.replace(tmp, path)
