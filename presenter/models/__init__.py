@@ -1,0 +1,1 @@
+"""Networks: Style-SyncFormer (speech -> mouth motion) and its style encoder; the generator later."""
