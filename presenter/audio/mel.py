@@ -88,4 +88,4 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
     """
     log_spec = np.log10(np.maximum(power_mel(audio), 1e-10))
     peak = log_spec.max(axis=(-2, -1), keepdims=True)
-    return ((np.maximum(log_spec, peak - 8.0) + 4.0) / 4.0).astype(np.float32)
+    return np.ascontiguousarray((np.maximum(log_spec, peak - 8.0) + 4.0) / 4.0, dtype=np.float32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import struct
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -229,7 +230,10 @@ def load_encoder(model_path: Path | None = None) -> WhisperEncoder:
 def export_onnx(encoder: WhisperEncoder, path: Path, *, n_mel_frames: int = 100, opset: int = 17) -> Path:
     """Write the encoder as ONNX (input `mel` (B, 80, T), output `features` (B, T', 384); B and T dynamic)."""
     mel = torch.zeros(1, encoder.cfg.n_mels, n_mel_frames)
-    torch.onnx.export(encoder, (mel,), str(path), input_names=["mel"], output_names=["features"],
-                      dynamic_axes={"mel": {0: "batch", 2: "mel_frames"}, "features": {0: "batch", 1: "frames"}},
-                      opset_version=opset, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)   # the shape asserts hold for every traced shape
+        warnings.simplefilter("ignore", DeprecationWarning)        # the TorchScript exporter: see dynamo below
+        torch.onnx.export(encoder, (mel,), str(path), input_names=["mel"], output_names=["features"],
+                          dynamic_axes={"mel": {0: "batch", 2: "mel_frames"}, "features": {0: "batch", 1: "frames"}},
+                          opset_version=opset, dynamo=False)   # dynamo=True needs onnxscript, not installed
     return Path(path)

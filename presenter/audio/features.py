@@ -1,0 +1,184 @@
+"""Speech features for the SyncFormer: Whisper-encoder features, one vector per 25 fps video frame.
+
+Video frame t owns the audio samples [t * hop, (t + 1) * hop) (sample 0 at frame 0's start, as in
+the corpus). Its features come from one fixed-length window of audio that ends `lookahead_s`
+after that span:
+
+    window(t) = audio[(t + 1) * hop + lookahead - window : (t + 1) * hop + lookahead]
+
+(zeros before the first sample and, at the end of a clip or stream, after the last). The window
+gets its own log-mel (`presenter.audio.mel`) and goes through the Whisper encoder (50 frames per
+second); the hop / 20 ms encoder frames of the frame's span are kept, concatenated or averaged
+(their receptive fields are centred at t * hop and t * hop + 20 ms for a 40 ms hop: the span,
+10 ms early). So frame t depends on no
+audio later than `lookahead_s` past its own span, every frame sees the same window length in
+training and live, and `features_for_clip` (offline) and `StreamingFeatures` (live) compute the
+same windows one at a time, so their results are bit-identical (tested).
+
+Legend: S samples at 16 kHz, T video frames at 25 fps, F = feat_dim (768 for concat, 384 for mean).
+Cost: one encoder call per video frame on a window_s window (1 s: 50 encoder frames, ~0.8 GFLOP).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from presenter.audio.mel import HOP, SAMPLE_RATE, log_mel
+from presenter.audio.whisper import WhisperEncoder, load_encoder
+from presenter.errors import UserError
+
+ENCODER_HOP = 2 * HOP      # samples per encoder frame (20 ms): conv2 has stride 2
+ENCODER_DIM = 384
+
+Encode = Callable[[np.ndarray], np.ndarray]   # log-mel (B, 80, 2N) float32 -> features (B, N, 384) float32
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    window_s: float = 1.0       # encoder input per video frame, seconds; multiple of 20 ms, at most 30 s
+    lookahead_s: float = 0.08   # audio past the frame's own span that its features may see; multiple of 20 ms
+    hop_s: float = 0.04         # video frame period (25 fps); multiple of 20 ms
+    pool: str = "concat"        # the hop's encoder frames -> one vector: "concat" (F = 384 * hop / 20 ms) or "mean"
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "lookahead_s", "hop_s"):
+            value = getattr(self, name)
+            if value < 0 or abs(value * SAMPLE_RATE / ENCODER_HOP - round(value * SAMPLE_RATE / ENCODER_HOP)) > 1e-6:
+                raise UserError(f"FeatureConfig.{name}={value}: must be a non-negative multiple of 0.02 s")
+        if self.hop_s <= 0:
+            raise UserError(f"FeatureConfig.hop_s={self.hop_s}: must be positive (0.04 for 25 fps)")
+        if not self.hop_s + self.lookahead_s <= self.window_s <= 30:
+            raise UserError(f"FeatureConfig.window_s={self.window_s}: must cover hop_s + lookahead_s = "
+                            f"{self.hop_s + self.lookahead_s:g} s and be at most 30 s")
+        if self.pool not in ("concat", "mean"):
+            raise UserError(f"FeatureConfig.pool={self.pool!r}: choose 'concat' or 'mean'")
+
+    @property
+    def window_samples(self) -> int:
+        """Window length, samples."""
+        return round(self.window_s * SAMPLE_RATE)
+
+    @property
+    def hop_samples(self) -> int:
+        """Video frame period, samples."""
+        return round(self.hop_s * SAMPLE_RATE)
+
+    @property
+    def lookahead_samples(self) -> int:
+        """Look-ahead, samples."""
+        return round(self.lookahead_s * SAMPLE_RATE)
+
+    @property
+    def left_pad_samples(self) -> int:
+        """Zeros before sample 0, so that frame 0's window starts at padded sample 0."""
+        return self.window_samples - self.hop_samples - self.lookahead_samples
+
+    @property
+    def feat_dim(self) -> int:
+        """Feature width per video frame."""
+        return ENCODER_DIM * (self.hop_samples // ENCODER_HOP if self.pool == "concat" else 1)
+
+
+def torch_encode(encoder: WhisperEncoder | None = None) -> Encode:
+    """The PyTorch encoder (default: tiny.en from the installed package) as an `Encode` callable."""
+    enc = load_encoder() if encoder is None else encoder
+
+    def encode(mel: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return enc(torch.from_numpy(mel)).numpy()
+    return encode
+
+
+@lru_cache(maxsize=1)
+def default_encode() -> Encode:
+    """The tiny.en PyTorch encoder, loaded once per process (used when no `encode` is given)."""
+    return torch_encode()
+
+
+def _window_features(windows: np.ndarray, cfg: FeatureConfig, encode: Encode) -> np.ndarray:
+    """Audio windows (K, window) -> features (K, F).
+
+    One encoder call per window (batch 1), in both the offline and the streaming path: batched
+    matmuls round differently with the batch size, and one window at a time makes the two paths
+    bit-identical. Batching bought nothing reliable here (1 thread, 1 s windows, ms per window at
+    batch 1 / 8 / 32: torch 9.8 / 8.0 / 10.0, onnxruntime 4.7 / 5.3 / 4.8).
+    """
+    first = cfg.left_pad_samples // ENCODER_HOP               # encoder frame centred at the span's start
+    n = cfg.hop_samples // ENCODER_HOP
+    out = np.zeros((len(windows), cfg.feat_dim), np.float32)
+    for i, window in enumerate(windows):
+        own = encode(log_mel(window)[None])[0, first:first + n]   # (n, 384) of (window / 320, 384)
+        out[i] = own.reshape(-1) if cfg.pool == "concat" else own.mean(axis=0)
+    return out
+
+
+def features_for_clip(audio16k: np.ndarray, cfg: FeatureConfig, *, n_frames: int | None = None,
+                      encode: Encode | None = None) -> np.ndarray:
+    """Audio (S,) float32 16 kHz -> features (T, F); T = n_frames, default ceil(S / hop).
+
+    Frames whose window runs past the audio see zeros there, as `StreamingFeatures.flush` gives.
+    """
+    audio16k = np.asarray(audio16k, dtype=np.float32)
+    assert audio16k.ndim == 1, f"expected mono audio (S,), got shape {audio16k.shape}"
+    assert n_frames is None or n_frames >= 0, f"n_frames must be >= 0, got {n_frames}"
+    hop, window, pad = cfg.hop_samples, cfg.window_samples, cfg.left_pad_samples
+    T = -(-len(audio16k) // hop) if n_frames is None else n_frames
+    if T == 0:
+        return np.zeros((0, cfg.feat_dim), np.float32)
+    padded = np.zeros(pad + max(len(audio16k), (T - 1) * hop + window), np.float32)
+    padded[pad:pad + len(audio16k)] = audio16k
+    padded = padded[: (T - 1) * hop + window]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)[::hop]   # (T, window)
+    return _window_features(windows, cfg, encode or default_encode())
+
+
+class StreamingFeatures:
+    """Live features: `push` audio chunks of any size, get the frames that became ready.
+
+    Frame t is ready once audio up to (t + 1) * hop + lookahead has arrived; `flush` ends the
+    stream, padding zeros, and returns the frames up to ceil(S / hop). Not thread-safe: one owner.
+    """
+
+    def __init__(self, cfg: FeatureConfig, *, encode: Encode | None = None) -> None:
+        self.cfg = cfg
+        self._encode = encode or default_encode()
+        self._buf = np.zeros(cfg.left_pad_samples, np.float32)  # padded audio from frame `next_frame`'s window on
+        self._n_audio = 0                                   # real samples received
+        self.next_frame = 0                                 # index of the next frame to emit
+        self._closed = False
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Audio chunk (n,) float32 16 kHz -> features (k, F) of the k >= 0 frames that became ready."""
+        assert not self._closed, "push after flush: start a new StreamingFeatures"
+        chunk = np.asarray(chunk, dtype=np.float32)
+        assert chunk.ndim == 1, f"expected mono audio (n,), got shape {chunk.shape}"
+        self._buf = np.concatenate([self._buf, chunk])
+        self._n_audio += len(chunk)
+        return self._emit()
+
+    def flush(self) -> np.ndarray:
+        """End of stream -> features (k, F) of the remaining frames, up to ceil(S / hop) in all."""
+        assert not self._closed, "flush called twice"
+        self._closed = True
+        last = -(-self._n_audio // self.cfg.hop_samples) - 1  # index of the last frame that has audio
+        need = (last - self.next_frame) * self.cfg.hop_samples + self.cfg.window_samples
+        if need > len(self._buf):
+            self._buf = np.concatenate([self._buf, np.zeros(need - len(self._buf), np.float32)])
+        return self._emit(limit=last + 1 - self.next_frame)
+
+    def _emit(self, limit: int | None = None) -> np.ndarray:
+        hop, window = self.cfg.hop_samples, self.cfg.window_samples
+        k = max(0, (len(self._buf) - window) // hop + 1)
+        if limit is not None:
+            k = min(k, limit)
+        if k == 0:
+            return np.zeros((0, self.cfg.feat_dim), np.float32)
+        windows = np.lib.stride_tricks.sliding_window_view(self._buf, window)[::hop][:k]   # (k, window)
+        feats = _window_features(windows, self.cfg, self._encode)
+        self._buf = self._buf[k * hop:]
+        self.next_frame += k
+        return feats
