@@ -6,9 +6,11 @@ relative to the person's neutral (closed-mouth) mesh.
 
 Look-ahead without leakage: the transformer is causal over feature frames with a banded
 mask (each frame sees at most `context_frames` frames back per layer), and output position j
-is the mouth of frame j - lookahead_frames. So a frame's mouth depends on exactly
-`lookahead_frames` of future speech and on at most n_layers * context_frames of past, and a
-streaming run over a window that long reproduces the offline output exactly.
+is the mouth of frame j - lookahead_frames. The speech features already see `lookahead_s` of
+future audio (presenter.audio.features), so the total look-ahead is lookahead_s +
+40 ms * lookahead_frames; the default keeps it all in the features. A frame's mouth depends on
+at most n_layers * context_frames frames of past, and a streaming run over a window that long
+reproduces the offline output exactly (tested).
 
 Output basis: displacements live in a K-dimensional linear basis (PCA of the training
 displacements of the lip and jaw region, stored as a buffer with the weights), so the network
@@ -32,13 +34,13 @@ from presenter.models.util import assert_shape
 
 @dataclass(frozen=True)
 class SyncFormerConfig:
-    feat_dim: int = 384          # speech-feature width per video frame
+    feat_dim: int = 768          # speech-feature width per video frame (presenter.audio.features)
     d_model: int = 192           # transformer width
     n_layers: int = 4
     n_heads: int = 4
     ff_mult: int = 4             # feed-forward hidden = ff_mult * d_model
     context_frames: int = 8      # past frames each layer may attend to (receptive field = n_layers * this)
-    lookahead_frames: int = 3    # future video frames (40 ms each) the output may depend on
+    lookahead_frames: int = 0    # extra future frames (40 ms each); the features carry their own look-ahead
     style_dim: int = 64          # style code width (0 = no style input)
     n_basis: int = 24            # displacement basis size
     n_vertices: int = 468
