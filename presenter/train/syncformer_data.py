@@ -24,7 +24,7 @@ from presenter.motion.mouth import _weights
 
 log = logging.getLogger(__name__)
 
-BILABIALS = ("P", "B", "M")
+BILABIALS = ("p", "b", "m")   # shared phone inventory (presenter.motion.visemes): lower-case ARPAbet
 LIP_LOSS_WEIGHT = 4.0   # lip vertices count this much more than jaw and cheek vertices
 
 
@@ -69,13 +69,14 @@ class ClipArrays:
 
 
 def bilabial_frames(phones: list | None, n: int) -> np.ndarray:
-    """(T,) bool: frames whose centre falls in the middle 60% of a p, b or m."""
+    """(T,) bool: the frames the viseme model seals (presenter.motion.visemes): frame times k / fps
+    inside a p, b or m, and the frame nearest each one's centre."""
     out = np.zeros(n, bool)
-    centres = (np.arange(n) + 0.5) / FPS
+    times = np.arange(n) / FPS
     for ph, a, b in phones or []:
         if ph in BILABIALS:
-            m = 0.2 * (b - a)
-            out |= (centres >= a + m) & (centres <= b - m)
+            out |= (times >= a) & (times < b)
+            out[min(n - 1, int(round((a + b) / 2 * FPS)))] = True
     return out
 
 
