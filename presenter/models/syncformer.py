@@ -5,11 +5,10 @@ K basis size, V = 468 mesh vertices. Displacements are in cm, in the canonical h
 relative to the person's neutral (closed-mouth) mesh.
 
 Look-ahead without leakage: the transformer is causal over feature frames with a banded
-mask (each frame sees at most `context_frames` frames back per layer), and output position j
-is the mouth of frame j - lookahead_frames. The speech features already see `lookahead_s` of
-future audio (presenter.audio.features), so the total look-ahead is lookahead_s +
-40 ms * lookahead_frames; the default keeps it all in the features. A frame's mouth depends on
-at most n_layers * context_frames frames of past, and a streaming run over a window that long
+mask (each frame sees at most `context_frames` frames back per layer); output j is the mouth
+of video frame j. All look-ahead lives in the speech features, whose window for frame j ends
+`lookahead_s` after the frame (presenter.audio.features). A frame's mouth depends on at most
+n_layers * context_frames frames of past, and a streaming run over a window that long
 reproduces the offline output exactly (tested).
 
 Output basis: displacements live in a K-dimensional linear basis (PCA of the training
@@ -40,7 +39,6 @@ class SyncFormerConfig:
     n_heads: int = 4
     ff_mult: int = 4             # feed-forward hidden = ff_mult * d_model
     context_frames: int = 8      # past frames each layer may attend to (receptive field = n_layers * this)
-    lookahead_frames: int = 0    # extra future frames (40 ms each); the features carry their own look-ahead
     style_dim: int = 64          # style code width (0 = no style input)
     n_basis: int = 24            # displacement basis size
     n_vertices: int = 468
@@ -141,7 +139,7 @@ class SyncFormer(nn.Module):
         self.register_buffer("basis_scale", torch.ones(cfg.n_basis))                   # (K,) coefficient std
 
     def coefficients(self, feats: Tensor, style: Tensor | None = None) -> Tensor:
-        """(B, T, F), (B, S) -> basis coefficients (B, T, K); output j is frame j - lookahead."""
+        """(B, T, F), (B, S) -> basis coefficients (B, T, K)."""
         B, T, _ = feats.shape
         assert_shape(feats, (B, T, self.cfg.feat_dim))
         if self.cfg.style_dim:
@@ -155,13 +153,9 @@ class SyncFormer(nn.Module):
         return self.head(self.norm(x, style)) * self.basis_scale                # (B, T, K)
 
     def forward(self, feats: Tensor, style: Tensor | None = None) -> Tensor:
-        """Feature frames 0..T-1 -> displacements (B, T - lookahead, V, 3) of video frames
-        0..T-1-lookahead: the last `lookahead` frames wait for their future speech."""
+        """Feature frames (B, T, F) -> displacements (B, T, V, 3) of the same video frames."""
         B, T, _ = feats.shape
-        la = self.cfg.lookahead_frames
-        assert T > la, f"need more than {la} feature frames (the look-ahead), got {T}"
-        c = self.coefficients(feats, style)[:, la:]                             # (B, T - la, K)
-        return (c @ self.basis).view(B, T - la, self.cfg.n_vertices, 3)
+        return (self.coefficients(feats, style) @ self.basis).view(B, T, self.cfg.n_vertices, 3)
 
     @torch.no_grad()
     def set_basis(self, basis: Tensor, scale: Tensor) -> None:

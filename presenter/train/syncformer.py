@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from presenter.audio.features import FeatureConfig
 from presenter.face.canonical import LIPS_INNER, LIPS_OUTER
-from presenter.models.style_encoder import StyleEncoder, StyleEncoderConfig
-from presenter.models.syncformer import SyncFormer, SyncFormerConfig
+from presenter.models.lipsync import LipSyncModel
+from presenter.models.style_encoder import StyleEncoderConfig
+from presenter.models.syncformer import SyncFormerConfig
 from presenter.train.syncformer_data import (ClipArrays, cache_features, fit_basis, load_split, mouth_region,
                                              region_weights)
 
@@ -50,17 +50,6 @@ class TrainConfig:
     w_bilabial: float = 2.0
     ckpt_every: int = 500
     seed: int = 0
-
-
-class SyncFormerWithStyle(nn.Module):
-    """The two networks trained together; exported as one safetensors file."""
-
-    def __init__(self, sync_cfg: SyncFormerConfig, style_cfg: StyleEncoderConfig) -> None:
-        super().__init__()
-        self.sync, self.style = SyncFormer(sync_cfg), StyleEncoder(style_cfg)
-
-    def forward(self, feats: Tensor, ref_disp: Tensor) -> Tensor:
-        return self.sync(feats, self.style(ref_disp))
 
 
 class _Batches:
@@ -123,23 +112,9 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export(model: SyncFormerWithStyle, feat_cfg: FeatureConfig, out_dir: Path, card: str) -> None:
-    """Write model.safetensors + config.json + MODEL_CARD.md (each atomically)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / ".model.safetensors.tmp"))
-    os.replace(out_dir / ".model.safetensors.tmp", out_dir / "model.safetensors")
-    config = {"syncformer": asdict(model.sync.cfg), "style_encoder": asdict(model.style.cfg),
-              "features": asdict(feat_cfg)}
-    (out_dir / ".config.json.tmp").write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(out_dir / ".config.json.tmp", out_dir / "config.json")
-    (out_dir / ".MODEL_CARD.md.tmp").write_text(card)
-    os.replace(out_dir / ".MODEL_CARD.md.tmp", out_dir / "MODEL_CARD.md")
-
-
 def train(data: Path, out: Path, *, sync_cfg: SyncFormerConfig = SyncFormerConfig(),
           style_cfg: StyleEncoderConfig = StyleEncoderConfig(), feat_cfg: FeatureConfig = FeatureConfig(),
-          cfg: TrainConfig = TrainConfig(), threads: int | None = None) -> SyncFormerWithStyle:
+          cfg: TrainConfig = TrainConfig(), threads: int | None = None) -> LipSyncModel:
     """Train (or resume) and return the model; rank 0 writes checkpoints and `out/final/`."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
@@ -159,7 +134,7 @@ def train(data: Path, out: Path, *, sync_cfg: SyncFormerConfig = SyncFormerConfi
         dist.barrier()
     sync_cfg = replace(sync_cfg, feat_dim=feat_cfg.feat_dim, style_dim=style_cfg.style_dim)
     clips = load_split(data, feat_cfg, "train")
-    model = SyncFormerWithStyle(sync_cfg, style_cfg)
+    model = LipSyncModel(sync_cfg, style_cfg, feat_cfg)
     model.sync.set_basis(*fit_basis(clips, sync_cfg.n_basis))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
@@ -194,7 +169,7 @@ def train(data: Path, out: Path, *, sync_cfg: SyncFormerConfig = SyncFormerConfi
         step += 1
         bar.update(1)
         if rank == 0 and (step % 50 == 0 or step == cfg.steps):
-            row = {"step": step, "s": round(time.perf_counter() - t0, 1), **{k: float(v) for k, v in parts.items()}}
+            row = {"step": step, "s": round(time.perf_counter() - t0, 1), **{k: float(v.detach()) for k, v in parts.items()}}
             history.append(row)
             log.info("step %d %s", step, " ".join(f"{k}={v:.5f}" for k, v in row.items() if k not in ("step", "s")))
             with open(out / "losses.jsonl", "a") as fh:
@@ -203,7 +178,10 @@ def train(data: Path, out: Path, *, sync_cfg: SyncFormerConfig = SyncFormerConfi
             _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "step": step}, ckpt)
     bar.close()
+    model.eval()
+    with torch.no_grad():
+        refs = torch.cat([batches()[3] for _ in range(4)])
+        model.default_style.copy_(model.style(refs).mean(0))
     if distributed:
         dist.barrier()
-    model.eval()
     return model

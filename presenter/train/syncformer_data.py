@@ -51,9 +51,13 @@ def cache_features(root: Path, cfg: FeatureConfig, *, split: str | None = None) 
     tag = feature_tag(cfg)
     todo = [c for c in index["clips"] if (split is None or c["split"] == split)
             and not (clip_dir(root, c["id"]) / f"features_{tag}.npy").is_file()]
+    from presenter.engines.onnxruntime import whisper_encode
+
+    encode = whisper_encode(max(1, torch.get_num_threads()))
     for c in tqdm(todo, desc="speech features", disable=not sys.stderr.isatty()):
         d = clip_dir(root, c["id"])
-        feats = features_for_clip(np.load(d / "audio.npy"), cfg, n_frames=c["n_frames"]).astype(np.float16)
+        feats = features_for_clip(np.load(d / "audio.npy"), cfg, n_frames=c["n_frames"], encode=encode)
+        feats = feats.astype(np.float16)
         tmp = d / f".features_{tag}.tmp.npy"
         np.save(tmp, feats)
         os.replace(tmp, d / f"features_{tag}.npy")
