@@ -5,6 +5,9 @@ Examples:
   presenter avatar create --video me.mp4 -o ~/avatars/me-video
   presenter avatar info ~/avatars/me
   presenter bench --repeats 200
+  presenter data identities --count 650 --seed 0
+  presenter data mouth-prior
+  presenter live --mic
 """
 from __future__ import annotations
 
@@ -46,6 +49,113 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     run_face_bench(repeats=args.repeats, pack_dir=args.avatar)
 
 
+def _cmd_data_identities(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from presenter.data.identities import Thresholds, generate_identities
+
+    thr = dataclasses.replace(Thresholds(), max_yaw_deg=args.max_yaw, max_pitch_deg=args.max_pitch,
+                              duplicate_distance=args.duplicate_distance)
+    resolved = {"output": str(args.output), "count": args.count, "seed": args.seed, "psi": args.psi,
+                "workers": args.workers, "max_candidates": args.max_candidates,
+                "thresholds": dataclasses.asdict(thr)}
+    sys.stdout.write(json.dumps(resolved, indent=2) + "\n")
+    if args.dry_run:
+        return
+    generate_identities(args.output, count=args.count, seed=args.seed, psi=args.psi, thresholds=thr,
+                        workers=args.workers, max_candidates=args.max_candidates, progress=sys.stderr.isatty())
+
+
+def _cmd_data_mouth_prior(args: argparse.Namespace) -> None:
+    from presenter.data.mouth_prior import PriorOptions, run_mouth_prior
+
+    opts = PriorOptions(n_samples=args.samples, n_eval=args.eval_identities, steps=args.steps,
+                        splits=tuple(args.splits.split(",")), limit=args.limit)
+    resolved = {"input": str(args.input), "output": str(args.output), "grid": str(args.grid or ""),
+                **opts.as_dict()}
+    sys.stdout.write(json.dumps(resolved, indent=2) + "\n")
+    if args.dry_run:
+        return
+    run_mouth_prior(args.input, args.output, opts, progress=sys.stderr.isatty(), grid_path=args.grid)
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """`presenter data ...`: corpus building. Each job adds its parser to `dsub` here."""
+    from presenter.paths import home
+
+    data = sub.add_parser("data", help="build training data (identities, mouth prior, corpus)",
+                          formatter_class=_Formatter)
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    d = dsub.add_parser("identities", formatter_class=_Formatter,
+                        help="generate face identities with the shipped face GAN",
+                        description="Generate synthetic identities (MobileStyleGAN from random-face), keep usable "
+                                    "ones (one large, near-frontal face with open eyes, no near-duplicates), and "
+                                    "write aligned crops, fitted meshes and metadata with a train/val/test split. "
+                                    "Deterministic for a seed; resumes an interrupted run in the same folder. "
+                                    "The faces descend from FFHQ/StyleGAN2: non-commercial (docs/identities.md)."
+                                    "\n\nExamples:\n  presenter data identities --count 650 --seed 0\n"
+                                    "  presenter data identities -o /tmp/ids --count 20 --seed 3 --workers 2")
+    d.add_argument("-o", "--output", type=Path, default=home() / "identities", help="identities folder")
+    d.add_argument("--count", type=int, default=100, help="identities to keep in the folder (all splits)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the candidate stream; same seed, same identities")
+    d.add_argument("--psi", type=float, default=0.7, help="truncation towards the mean face, (0, 1]; 1 = none")
+    d.add_argument("--workers", type=int, default=1, help="worker processes (each loads the models)")
+    d.add_argument("--max-candidates", type=int, default=None,
+                   help="stop after this many candidates (default: 5 x count + 20)")
+    d.add_argument("--max-yaw", type=float, default=20.0, help="largest |yaw| kept, degrees")
+    d.add_argument("--max-pitch", type=float, default=20.0, help="largest |pitch| kept, degrees")
+    d.add_argument("--duplicate-distance", type=float, default=0.45,
+                   help="dlib identity distance below which a face counts as a near-duplicate")
+    d.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
+    d.set_defaults(func=_cmd_data_identities)
+
+    m = dsub.add_parser("mouth-prior", formatter_class=_Formatter,
+                        help="find the mouth-opening direction in the face GAN and export graded sequences",
+                        description="Regress the landmarker's inner-lip opening on the GAN's w, check the edit on "
+                                    "test identities (opening, dlib identity distance, pose drift, eyes, sealed "
+                                    "lips) and export per identity a graded sequence (sealed to wide open) with "
+                                    "fitted meshes.\n\nExamples:\n  presenter data mouth-prior\n"
+                                    "  presenter data mouth-prior -i /tmp/ids -o /tmp/prior --samples 300 --limit 4")
+    m.add_argument("-i", "--input", type=Path, default=home() / "identities", help="identities folder")
+    m.add_argument("-o", "--output", type=Path, default=home() / "mouth_prior", help="output folder")
+    m.add_argument("--samples", type=int, default=2000,
+                   help="(w, opening) samples for the regression (corpus candidates first, then new ones)")
+    m.add_argument("--eval-identities", type=int, default=64, help="test identities used to check the edit")
+    m.add_argument("--steps", type=int, default=8, help="frames per exported sequence (sealed to wide open)")
+    m.add_argument("--splits", default="train,val,test", help="comma-separated splits to export")
+    m.add_argument("--limit", type=int, default=None, help="export at most this many identities (default: all)")
+    m.add_argument("--grid", type=Path, default=None,
+                   help="PNG grid of three test identities along the edit, GAN above the baseline warp "
+                        "(default: OUTPUT/grid.png)")
+    m.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
+    m.set_defaults(func=_cmd_data_mouth_prior)
+
+
+def _cmd_live(args: argparse.Namespace) -> None:
+    from presenter.server.local import run_live
+
+    run_live(args)
+
+
+def _add_live_command(sub: argparse._SubParsersAction) -> None:
+    """`presenter live`: the live server, optionally fed by the local microphone."""
+    from presenter.serve import add_server_args
+
+    lv = sub.add_parser("live", formatter_class=_Formatter,
+                        help="the live presenter: server, local microphone, virtual camera",
+                        description="Serve the live presenter (as 'python -m presenter.serve') and optionally drive "
+                                    "it from this machine's microphone and show it on a virtual camera.\n\n"
+                                    "Examples:\n  presenter live --mic\n  presenter live --mic --virtual-camera\n"
+                                    "  presenter live --port 9000 --avatar ~/avatars/me")
+    add_server_args(lv)
+    lv.add_argument("--mic", action="store_true", help="put the local microphone on air (sounddevice)")
+    lv.add_argument("--mic-device", default=None, help="input device name or index (default: the system's)")
+    lv.add_argument("--virtual-camera", action="store_true",
+                    help="also send the program's video to a v4l2loopback camera (pyvirtualcam)")
+    lv.set_defaults(func=_cmd_live)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="presenter", description=__doc__, formatter_class=_Formatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -75,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=100, help="timed runs per stage (median reported)")
     b.add_argument("--avatar", type=Path, default=None, help="avatar pack folder (default: the built-in avatar)")
     b.set_defaults(func=_cmd_bench)
+
+    _add_data_commands(sub)
+    _add_live_command(sub)
     return p
 
 

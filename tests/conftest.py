@@ -37,3 +37,52 @@ def astronaut_pack(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarr
     cv2.imwrite(str(src), astronaut[..., ::-1])
     assert main(["avatar", "create", "--image", str(src), "-o", str(d / "astronaut")]) == 0
     return d / "astronaut"
+
+
+# --- live presenter (tests/test_stream.py, test_server.py, test_browser.py) --------------------
+
+@pytest.fixture(scope="session")
+def live_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh $PRESENTER_HOME for the live tests (the default avatar is made in it once)."""
+    return tmp_path_factory.mktemp("presenter_home")
+
+
+@pytest.fixture(scope="session")
+def live_pipeline(live_home: Path):
+    """The default avatar's live pipeline (baseline renderer + loudness driver), made in live_home."""
+    from presenter.stream.pipeline import load_pipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRESENTER_HOME", str(live_home))
+        return load_pipeline("default", "auto")
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory):
+    """A 48 kHz mono 16-bit WAV of three short espeak-ng phrases, each after 0.9 s of silence.
+
+    -> SpeechWav(path, samples (n,) float32, rate, speech [(start_s, end_s), ...])."""
+    import shutil
+    from dataclasses import dataclass
+
+    from presenter.audio.io import write_wav
+    from presenter.server.client import speech_phrases
+
+    @dataclass(frozen=True)
+    class SpeechWav:
+        path: Path
+        samples: np.ndarray
+        rate: int
+        speech: tuple[tuple[float, float], ...]
+
+        @property
+        def duration_s(self) -> float:
+            return len(self.samples) / self.rate
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+    rate = 48000
+    samples, speech = speech_phrases(rate=rate)
+    path = tmp_path_factory.mktemp("speech") / "speech48k.wav"
+    write_wav(path, samples, rate)
+    return SpeechWav(path, samples, rate, tuple(speech))

@@ -1,0 +1,447 @@
+"""The live server over real WebRTC on 127.0.0.1: aiortc clients in this process talk to the
+aiohttp app exactly as the pages do. Media, signalling and clean-up are checked from the
+outside (received frames, HTTP answers, /metrics)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from prometheus_client.parser import text_string_to_metric_families
+
+from presenter.errors import UserError
+from presenter.server.app import HUB, MAX_BODY_BYTES, ServerConfig, build_app
+from presenter.server.client import Client, Received, WavMicrophone
+
+
+@dataclass
+class Running:
+    url: str
+    app: web.Application
+
+    async def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics as {'name{label="v"}': value}."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as r:
+            text = await r.text()
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+
+@contextlib.asynccontextmanager
+async def serving(pipeline, **config):
+    """The app on 127.0.0.1 at a free port, torn down (shutdown closes all sessions) on exit."""
+    app = build_app(ServerConfig(**config), pipeline=pipeline)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        yield Running(f"http://127.0.0.1:{port}", app)
+    finally:
+        await runner.cleanup()
+
+
+def mouth_crop(pipeline):
+    x0, y0, x1, y1 = pipeline.mouth_box
+    return lambda rgb: rgb[y0:y1, x0:x1].astype(np.float32)
+
+
+def idle_distance(pipeline, crops: list[np.ndarray]) -> np.ndarray:
+    """Per received mouth crop: mean absolute difference to the closest idle-loop frame (0..255).
+    Small (codec noise) when the idle frame is shown as is; large when the mouth moved."""
+    idle = np.stack([mouth_crop(pipeline)(f) for f in pipeline.pack.frames])
+    return np.array([np.abs(idle - c).mean(axis=(1, 2, 3)).min() for c in crops])
+
+
+def phrase_onsets(mic: WavMicrophone, wav, t_end: float) -> list[tuple[float, float]]:
+    """(start, end) monotonic times at which the looping microphone sent each phrase, up to t_end."""
+    out, k = [], 0
+    while True:
+        base = mic.start_time + k * wav.duration_s
+        for a, b in wav.speech:
+            if base + b > t_end:
+                return out
+            out.append((base + a, base + b))
+        k += 1
+
+
+async def offer_sdp(audio: str | None = "sendrecv", video: str | None = "recvonly") -> str:
+    """A real offer from aiortc (with a 127.0.0.1 candidate), for signalling-only tests."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    if audio == "sendrecv":
+        pc.addTrack(WavMicrophone(np.zeros(4800, np.float32), 48000))
+    elif audio:
+        pc.addTransceiver("audio", direction=audio)
+    if video:
+        pc.addTransceiver("video", direction=video)
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def post(url: str, *, json_body=None, data=None, headers=None) -> tuple[int, dict, str]:
+    async with aiohttp.ClientSession() as http, http.post(url, json=json_body, data=data, headers=headers) as r:
+        return r.status, dict(r.headers), await r.text()
+
+
+def test_loopback_call_holds_25fps_moves_mouth_in_speech_rests_in_silence(live_pipeline, speech_wav) -> None:
+    """A WAV microphone over WebRTC on 127.0.0.1: video arrives at 25 fps, the mouth moves in
+    every phrase and shows the idle frame in silence, the candidate pair is loopback, and the
+    mouth follows the microphone within half a second."""
+    p = live_pipeline
+
+    async def main():
+        async with serving(p) as srv:
+            mic = WavMicrophone(speech_wav.samples, speech_wav.rate)
+            async with Client(srv.url, mic, keep=mouth_crop(p)) as c:
+                await c.wait_connected()
+                assert c.selected_pair() == ("127.0.0.1", "127.0.0.1")
+                await asyncio.sleep(1.6 * speech_wav.duration_s)
+                m = await srv.metrics()
+            await asyncio.sleep(0.5)
+            m_after = await srv.metrics()
+            return mic, c.received, m, m_after
+
+    mic, rec, m, m_after = asyncio.run(main())
+    t = np.array(rec.video_t)
+    warm = t > t[0] + 1.0                       # VP8's first second ramps its bitrate up
+    fps = (warm.sum() - 1) / (t[warm][-1] - t[warm][0])
+    assert 24.0 < fps < 26.0
+    assert np.max(np.diff(t[warm])) < 0.25
+    assert m["presenter_output_fps"] >= 23
+    assert m['presenter_sessions{kind="presenter"}'] == 1
+    assert m_after['presenter_sessions{kind="presenter"}'] == 0
+
+    d = idle_distance(p, rec.video)
+    phrases = [(a, b) for a, b in phrase_onsets(mic, speech_wav, t[-1] - 0.6) if a > t[0] + 0.5]
+    assert len(phrases) >= 4
+    quiet = np.ones(len(t), bool)
+    for a, b in phrase_onsets(mic, speech_wav, t[-1] + 10):
+        quiet &= (t < a) | (t > b + 0.8)       # nothing spoken in the 0.8 s before arrival
+    quiet &= warm
+    assert quiet.sum() > 30
+    assert np.mean(d[quiet] < 8) > 0.95, np.round(d[quiet], 1)
+
+    latencies, av = [], []
+    audio_t, audio_rms = np.array(rec.audio_t), np.array(rec.audio_rms)
+    for a, b in phrases:
+        during = (t > a) & (t < b + 0.5)
+        assert d[during].max() > 14, f"mouth did not move for the phrase at {a - mic.start_time:.2f} s"
+        opened = t[(t > a) & (d > 12)][0]
+        heard = audio_t[(audio_t > a) & (audio_rms > 0.01)][0]
+        latencies.append(opened - a)
+        av.append(opened - heard)
+    latencies, av = np.array(latencies), np.array(av)
+    print(f"\nloopback: {fps:.2f} fps; mic->frame arrival latency median {1000 * np.median(latencies):.0f} ms, "
+          f"max {1000 * latencies.max():.0f} ms; mouth onset - voice onset at arrival "
+          f"median {1000 * np.median(av):.0f} ms (range {1000 * av.min():.0f}..{1000 * av.max():.0f})")
+    assert np.all(latencies < 0.5)
+    # Lips lead the voice a little (20 ms look-ahead, onset thresholds) and never trail it.
+    assert -0.15 < np.median(av) < 0.04
+
+
+def test_whip_publisher_drives_the_viewer_program(live_pipeline, speech_wav) -> None:
+    """WHIP ingest: 201 + Location and an SDP answer; a receive-only viewer sees the
+    publisher's presenter with the mouth moving; DELETE ends it (then 404), and the viewer
+    keeps receiving the idle presenter."""
+    p = live_pipeline
+
+    async def main():
+        async with serving(p) as srv:
+            viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            seen = Received()
+
+            @viewer.on("track")
+            def on_track(track):
+                async def record():
+                    while True:
+                        frame = await track.recv()
+                        if track.kind == "video":
+                            seen.video_t.append(asyncio.get_running_loop().time())
+                            seen.video.append(mouth_crop(p)(frame.to_ndarray(format="rgb24")))
+                asyncio.get_running_loop().create_task(record())
+
+            viewer.addTransceiver("video", direction="recvonly")
+            viewer.addTransceiver("audio", direction="recvonly")
+            await viewer.setLocalDescription(await viewer.createOffer())
+            offer = {"sdp": viewer.localDescription.sdp, "type": "offer"}
+            status, _, body = await post(f"{srv.url}/view", json_body=offer)
+            assert status == 200, body
+            answer = json.loads(body)
+            await viewer.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+            await asyncio.sleep(1.5)
+            n_idle = len(seen.video)
+
+            pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pub.addTransceiver(WavMicrophone(speech_wav.samples, speech_wav.rate), direction="sendonly")
+            await pub.setLocalDescription(await pub.createOffer())
+            status, headers, answer = await post(f"{srv.url}/whip", data=pub.localDescription.sdp,
+                                                 headers={"Content-Type": "application/sdp"})
+            assert status == 201 and headers["Content-Type"].startswith("application/sdp")
+            location = headers["Location"]
+            assert re.fullmatch(r"/whip/[0-9a-f]{32}", location)
+            await pub.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            await asyncio.sleep(speech_wav.duration_s + 0.5)
+            n_whip = len(seen.video)
+            async with aiohttp.ClientSession() as http:
+                async with http.delete(srv.url + location) as r:
+                    assert r.status == 200
+                async with http.delete(srv.url + location) as r:
+                    assert r.status == 404
+            await asyncio.sleep(1.0)
+            m = await srv.metrics()
+            await pub.close()
+            await viewer.close()
+            return seen, n_idle, n_whip, m
+
+    seen, n_idle, n_whip, m = asyncio.run(main())
+    assert n_idle >= 25                                   # the idle program runs before any source
+    d = idle_distance(p, seen.video)
+    assert d[:n_idle].max() < 10
+    assert d[n_idle:n_whip].max() > 14                     # the publisher's speech moves the mouth
+    t = np.array(seen.video_t)
+    assert len(t) - n_whip >= 15                           # after DELETE: the idle program again
+    assert 23 < (len(t) - 1) / (t[-1] - t[0]) < 26
+    assert m['presenter_sessions{kind="whip"}'] == 0
+    assert m['presenter_sessions_ended_total{kind="whip",reason="deleted"}'] == 1
+
+
+@pytest.mark.parametrize("case", ["garbage", "not-json", "json-list", "answer-type", "no-audio", "recv-only-audio",
+                                  "bad-codecs", "no-video", "no-loopback-candidate", "no-fingerprint"])
+def test_bad_offers_get_400_and_leave_no_session(live_pipeline, case: str) -> None:
+    """Malformed or unusable offers are refused with 400 and a message saying what is wrong."""
+
+    async def main():
+        good = await offer_sdp()
+        bodies = {
+            "garbage": {"json_body": {"sdp": "hello world", "type": "offer"}},
+            "not-json": {"data": b"{sdp: nope", "headers": {"Content-Type": "application/json"}},
+            "json-list": {"json_body": ["offer"]},
+            "answer-type": {"json_body": {"sdp": good, "type": "answer"}},
+            "no-audio": {"json_body": {"sdp": await offer_sdp(audio=None), "type": "offer"}},
+            "recv-only-audio": {"json_body": {"sdp": await offer_sdp(audio="recvonly"), "type": "offer"}},
+            "bad-codecs": {"json_body": {"sdp": re.sub(r"(opus|PCMU|PCMA)/", "x-nope/", good), "type": "offer"}},
+            "no-video": {"json_body": {"sdp": await offer_sdp(video=None), "type": "offer"}},
+            "no-loopback-candidate": {"json_body": {"sdp": good.replace(" 127.0.0.1 ", " 10.9.8.7 "), "type": "offer"}},
+            "no-fingerprint": {"json_body": {"sdp": re.sub(r"a=fingerprint:[^\r\n]*\r\n", "", good), "type": "offer"}},
+        }
+        async with serving(live_pipeline) as srv:
+            status, _, text = await post(f"{srv.url}/offer", **bodies[case])
+            m = await srv.metrics()
+            return status, text, m, len(srv.app[HUB].sessions)
+
+    status, text, m, open_sessions = asyncio.run(main())
+    assert status == 400, text
+    assert len(json.loads(text)["error"]) > 10
+    assert open_sessions == 0 and m['presenter_sessions{kind="presenter"}'] == 0
+    assert m['presenter_requests_rejected_total{reason="bad_request"}'] == 1
+
+
+def test_oversized_body_unknown_session_and_wrong_content_type(live_pipeline) -> None:
+    """413 for a body over the limit, 404 for an unknown session, 415 for WHIP without application/sdp."""
+
+    async def main():
+        async with serving(live_pipeline) as srv:
+            big = await post(f"{srv.url}/offer", data=b"x" * (MAX_BODY_BYTES + 1),
+                             headers={"Content-Type": "application/json"})
+            async with aiohttp.ClientSession() as http:
+                async with http.delete(f"{srv.url}/session/{'0' * 32}") as r:
+                    unknown = r.status
+                async with http.delete(f"{srv.url}/whip/nope") as r:
+                    unknown_whip = r.status
+            whip = await post(f"{srv.url}/whip", data=b"v=0", headers={"Content-Type": "text/plain"})
+            return big, unknown, unknown_whip, whip, await srv.metrics()
+
+    big, unknown, unknown_whip, whip, m = asyncio.run(main())
+    assert big[0] == 413
+    assert unknown == 404 and unknown_whip == 404
+    assert whip[0] == 415
+    assert m['presenter_requests_rejected_total{reason="too_large"}'] == 1
+    assert m['presenter_sessions{kind="presenter"}'] == 0
+
+
+def test_max_sessions_refuses_with_503_retry_after_and_frees_on_delete(live_pipeline) -> None:
+    """Beyond --max-sessions a new session gets 503 with Retry-After; ending one frees the place.
+    (The session's stats and barge-in endpoints answer while it is open.)"""
+
+    async def main():
+        async with serving(live_pipeline, max_sessions=1) as srv:
+            sdp = await offer_sdp()
+            first = await post(f"{srv.url}/offer", json_body={"sdp": sdp, "type": "offer"})
+            second = await post(f"{srv.url}/offer", json_body={"sdp": sdp, "type": "offer"})
+            session = json.loads(first[2])["session"]
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{srv.url}/session/{session}") as r:
+                    assert r.status == 200 and (await r.json())["kind"] == "presenter"
+                async with http.post(f"{srv.url}/session/{session}/interrupt") as r:
+                    assert r.status == 200
+                async with http.delete(f"{srv.url}/session/{session}") as r:
+                    deleted = r.status
+            third = await post(f"{srv.url}/offer", json_body={"sdp": sdp, "type": "offer"})
+            return first, second, deleted, third, await srv.metrics()
+
+    first, second, deleted, third, m = asyncio.run(main())
+    assert first[0] == 200 and third[0] == 200 and deleted == 200
+    assert second[0] == 503 and int(second[1]["Retry-After"]) > 0
+    assert m['presenter_requests_rejected_total{reason="busy"}'] == 1
+
+
+def test_unconnected_session_is_closed_after_the_connect_timeout(live_pipeline) -> None:
+    """A client that takes the answer but never connects is closed after connect_timeout_s."""
+
+    async def main():
+        async with serving(live_pipeline, connect_timeout_s=0.5) as srv:
+            status, _, _ = await post(f"{srv.url}/offer", json_body={"sdp": await offer_sdp(), "type": "offer"})
+            opened = len(srv.app[HUB].sessions)
+            await asyncio.sleep(1.5)
+            return status, opened, len(srv.app[HUB].sessions), await srv.metrics()
+
+    status, opened, left, m = asyncio.run(main())
+    assert status == 200 and opened == 1 and left == 0
+    assert m['presenter_sessions_ended_total{kind="presenter",reason="timeout"}'] == 1
+
+
+def test_fifty_connects_and_disconnects_leak_nothing(live_pipeline) -> None:
+    """50 full calls (ICE + DTLS + media), ended alternately by DELETE and by the client closing
+    its connection: every session is torn down, counted, and its tasks are gone."""
+
+    async def one(srv: Running, i: int) -> None:
+        c = Client(srv.url, WavMicrophone(np.zeros(4800, np.float32), 48000))
+        await c.connect()
+        await c.wait_connected()
+        if i % 2:
+            async with aiohttp.ClientSession() as http, http.delete(f"{srv.url}/session/{c.session_id}") as r:
+                assert r.status == 200
+        await c.close()
+
+    async def main():
+        async with serving(live_pipeline, max_sessions=5) as srv:
+            tasks_before = len(asyncio.all_tasks())
+            for batch in range(10):
+                await asyncio.gather(*(one(srv, 5 * batch + k) for k in range(5)))
+            for _ in range(50):                           # the closed peers' state changes land
+                if not srv.app[HUB].sessions:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            return len(srv.app[HUB].sessions), len(asyncio.all_tasks()) - tasks_before, await srv.metrics()
+
+    open_sessions, extra_tasks, m = asyncio.run(main())
+    assert open_sessions == 0
+    assert extra_tasks <= 0, f"{extra_tasks} tasks left behind"
+    assert m['presenter_sessions{kind="presenter"}'] == 0
+    assert m['presenter_sessions_started_total{kind="presenter"}'] == 50
+    ended = sum(v for k, v in m.items() if k.startswith("presenter_sessions_ended_total"))
+    assert ended == 50
+    assert m['presenter_sessions_ended_total{kind="presenter",reason="deleted"}'] == 25
+
+
+def test_token_is_required_off_loopback(live_pipeline) -> None:
+    """Bound off loopback the server needs a token; signalling and metrics refuse requests
+    without it (401) while the pages and /healthz stay open."""
+    with pytest.raises(UserError, match="token"):
+        build_app(ServerConfig(host="0.0.0.0"))
+
+    async def main():
+        async with serving(live_pipeline, host="0.0.0.0", token="s3cret") as srv:
+            async with aiohttp.ClientSession() as http:
+                statuses = {}
+                for path in ("/", "/viewer", "/healthz", "/web/presenter.js", "/metrics"):
+                    async with http.get(srv.url + path) as r:
+                        statuses[path] = r.status
+                async with http.get(srv.url + "/metrics", headers={"Authorization": "Bearer s3cret"}) as r:
+                    statuses["/metrics+token"] = r.status
+            statuses["/offer"] = (await post(f"{srv.url}/offer", json_body={"sdp": "v=0", "type": "offer"}))[0]
+            statuses["/offer+wrong"] = (await post(f"{srv.url}/offer?token=nope", json_body={}))[0]
+            statuses["/offer+token"] = (await post(f"{srv.url}/offer", json_body={"sdp": "v=0", "type": "offer"},
+                                                   headers={"Authorization": "Bearer s3cret"}))[0]
+            return statuses
+
+    s = asyncio.run(main())
+    assert s["/"] == s["/viewer"] == s["/healthz"] == s["/web/presenter.js"] == 200
+    assert s["/metrics"] == s["/offer"] == s["/offer+wrong"] == 401
+    assert s["/metrics+token"] == 200
+    assert s["/offer+token"] == 400                         # past the token, the offer itself is bad
+
+
+def test_shutdown_closes_every_session(live_pipeline) -> None:
+    """Stopping the server ends all calls: the clients see their connections close."""
+
+    async def main():
+        async with contextlib.AsyncExitStack() as stack:
+            srv = await stack.enter_async_context(serving(live_pipeline))
+            clients = [Client(srv.url, WavMicrophone(np.zeros(4800, np.float32), 48000)) for _ in range(2)]
+            for c in clients:
+                await c.connect()
+                await c.wait_connected()
+            metrics = srv.app[HUB].metrics
+        for _ in range(30):
+            if all(c.pc.connectionState == "closed" for c in clients):
+                break
+            await asyncio.sleep(0.1)
+        states = [c.pc.connectionState for c in clients]
+        for c in clients:
+            await c.close()
+        return states, metrics.sessions_ended.labels("presenter", "shutdown")._value.get()
+
+    states, ended = asyncio.run(main())
+    assert ended == 2
+    assert states == ["closed", "closed"]
+
+
+VANISHING_CLIENT = """
+import asyncio, sys
+import numpy as np
+from presenter.server.client import Client, WavMicrophone
+from presenter.server.sdp import restrict_ice_to_loopback
+restrict_ice_to_loopback()
+async def main():
+    c = Client(sys.argv[1], WavMicrophone(np.zeros(4800, np.float32), 48000))
+    await c.connect()
+    await c.wait_connected()
+    print("connected", flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_peer_that_vanishes_mid_stream_is_cleaned_up(live_pipeline) -> None:
+    """A client process killed mid-call (no goodbye) is noticed by ICE consent expiry and its
+    session torn down within a minute."""
+    import subprocess
+    import sys
+    import time
+
+    async def main():
+        async with serving(live_pipeline) as srv:
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", VANISHING_CLIENT, srv.url,
+                                                        stdout=subprocess.PIPE)
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line.strip() == b"connected"
+            await asyncio.sleep(1.0)
+            assert len(srv.app[HUB].sessions) == 1
+            proc.kill()
+            await proc.wait()
+            t0 = time.monotonic()
+            while srv.app[HUB].sessions and time.monotonic() - t0 < 60:
+                await asyncio.sleep(0.5)
+            return time.monotonic() - t0, len(srv.app[HUB].sessions), await srv.metrics()
+
+    waited, left, m = asyncio.run(main())
+    print(f"\nvanished peer cleaned up after {waited:.1f} s")
+    assert left == 0
+    assert m['presenter_sessions{kind="presenter"}'] == 0
