@@ -17,15 +17,14 @@ import numpy as np
 
 from presenter.avatar.idle import close_eyes
 from presenter.face.align import align_transform, crop, warp_points
-from presenter.face.canonical import LIPS_INNER, canonical_mesh
+from presenter.face.canonical import canonical_mesh
 from presenter.face.fit import FittedFace, fit_points, pose_mesh
 from presenter.face.landmarker import FaceLandmarker
 from presenter.face.warp import warp_image
-from presenter.motion.mouth import CLOSE, N_PARAMS, TEETH, TONGUE, deform, lip_gap_cm
-from presenter.render.warp_baseline import draw_mouth_interior
+from presenter.motion.mouth import TEETH, TONGUE, closed_rest, deform
+from presenter.render.warp_baseline import draw_mouth_interior, fill_lip_gap
 
 CROP = 256
-REST_GAP_CM = 0.05       # lips lightly touching
 HEAD_DEG = 3.0           # head-motion amplitude per axis
 BLINK_EVERY_S = 3.5      # mean interval between blinks
 _MIN_FACE_PX = 64          # narrower faces would be upsampled mush in the 256 px crop
@@ -57,16 +56,6 @@ def augment_image(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def sealed_rest(canon: np.ndarray) -> np.ndarray:
-    """The mesh with the inner lips brought to REST_GAP_CM if the photo shows them parted."""
-    gap = lip_gap_cm(canon)
-    if gap <= REST_GAP_CM:
-        return canon.copy()
-    p = np.zeros(N_PARAMS, np.float32)
-    p[CLOSE] = 1.0 - REST_GAP_CM / gap
-    return deform(canon, p)
-
-
 def prepare_still(image: np.ndarray, landmarker: FaceLandmarker) -> Still | None:
     """Detect, fit and crop one portrait; None if no usable face."""
     faces = landmarker.detect(image)
@@ -77,18 +66,7 @@ def prepare_still(image: np.ndarray, landmarker: FaceLandmarker) -> Still | None
     pts = warp_points(obs.landmarks, m)  # z scaled with x, y; stays MediaPipe's "smaller = nearer"
     fitted = fit_points(pts, obs.matrix)
     return Still(fill_lip_gap(crop(image, m, CROP), fitted.verts_px), fitted.verts_px, fitted,
-                 sealed_rest(fitted.canon))
-
-
-def fill_lip_gap(img: np.ndarray, verts: np.ndarray) -> np.ndarray:
-    """The crop with the photographed opening between the inner lips inpainted from the lips around it,
-    so that sealing the mouth squeezes lip, not teeth, into the seam."""
-    mask = np.zeros(img.shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(verts[list(LIPS_INNER), :2]).astype(np.int32)], 255)
-    if not mask.any():
-        return img
-    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-    return cv2.inpaint(img, mask, 3, cv2.INPAINT_TELEA)
+                 closed_rest(fitted.canon))
 
 
 def head_motion(n: int, rng: np.random.Generator, fps: int = 25) -> np.ndarray:

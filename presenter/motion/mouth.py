@@ -40,6 +40,7 @@ JAW_FADE_CM = 2.5
 # Inner-lip pairs facing each other across the opening, corner to corner (upper, lower).
 INNER_PAIRS = ((191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318), (415, 324))
 OUTER_PAIRS = ((185, 146), (40, 91), (39, 181), (37, 84), (0, 17), (267, 314), (269, 405), (270, 321), (409, 375))
+REST_GAP_CM = 0.05        # lips lightly touching: the closed rest
 SEAL_FADE_CM = 1.2        # lip-body vertices this far beyond the inner lip follow a seal less
 
 
@@ -93,6 +94,17 @@ def deform(canon: np.ndarray, params: np.ndarray) -> np.ndarray:
         shift[up], shift[lo] = half_gap * p[CLOSE], -half_gap * p[CLOSE]  # the pairs meet exactly
         out[:, 1] -= shift
     return out
+
+
+def closed_rest(canon: np.ndarray) -> np.ndarray:
+    """The mesh (V, 3) with the inner lips brought to REST_GAP_CM if it shows them parted: the rest
+    pose that speech displacements (SyncFormer) start from, whatever mouth the photo shows."""
+    gap = lip_gap_cm(canon)
+    if gap <= REST_GAP_CM:
+        return np.asarray(canon, np.float32).copy()
+    p = np.zeros(N_PARAMS, np.float32)
+    p[CLOSE] = 1.0 - REST_GAP_CM / gap
+    return deform(canon, p)
 
 
 def lip_gap_cm(canon: np.ndarray) -> float:

@@ -6,6 +6,8 @@ works in the 256 px aligned crop and pastes the lower face back into the idle fr
 """
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
@@ -15,7 +17,7 @@ from presenter.face.canonical import LIPS_INNER
 from presenter.face.fit import pose_mesh
 from presenter.face.masks import mouth_mask
 from presenter.face.warp import warp_image
-from presenter.motion.mouth import TEETH, TONGUE, deform
+from presenter.motion.mouth import N_PARAMS, TEETH, TONGUE, closed_rest, deform
 
 CROP = 256
 CAVITY_RGB = (52, 18, 22)
@@ -64,6 +66,18 @@ def draw_mouth_interior(img: np.ndarray, verts: np.ndarray, teeth: float, tongue
     img[:] = (img * (1 - a) + layer * a).astype(np.uint8)
 
 
+def fill_lip_gap(img: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    """The crop with the photographed opening between the inner lips inpainted from the lips around it,
+    so that sealing the mouth squeezes lip, not teeth, into the seam."""
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(verts[list(LIPS_INNER), :2]).astype(np.int32)], 255)
+    if not mask.any():
+        return img
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    return cv2.inpaint(img, mask, 3, cv2.INPAINT_TELEA)
+
+
+
 class WarpBaselineRenderer:
     """Renders the mouth by warping the avatar's crop; see the module docstring."""
 
@@ -78,17 +92,37 @@ class WarpBaselineRenderer:
         f = pack.face
         self._verts, self._canon, self._align = f["verts_px"], f["canon"], f[f"align_{CROP}"]
         self._rot, self._scale, self._trans = f["rotation"], f["scale"], f["translation"]
+        self._closable: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     def mouth_crop(self, index: int, mouth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(crop (S, S, 3) uint8, blend mask (S, S) float32, posed mesh in crop px (V, 3)) for frame index."""
+        """(crop (S, S, 3) uint8, blend mask (S, S) float32, posed mesh in crop px (V, 3)) for frame index.
+
+        mouth: params (P,) deform the frame's own mouth (the photo's parted lips stay at rest), or
+        displacements (V, 3) cm are added to the frame's closed rest (a SyncFormer's output).
+        """
         i = index % len(self._frames)
         m = self._align[i]
-        moved = pose_mesh(deform(self._canon[i], mouth), self._rot[i], float(self._scale[i]), self._trans[i])
-        src, dst = warp_points(self._verts[i], m), warp_points(moved, m)
-        out = warp_image(self._crops[i], src, dst)
-        draw_mouth_interior(out, dst, float(mouth[TEETH]), float(mouth[TONGUE]), base_gap_px=_gap(src))
+        src = warp_points(self._verts[i], m)
+        if mouth.shape == (N_PARAMS,):
+            canon, crop, teeth, tongue, base = deform(self._canon[i], mouth), self._crops[i], \
+                float(mouth[TEETH]), float(mouth[TONGUE]), _gap(src)
+        else:
+            canon, crop = closed_rest(self._canon[i]) + mouth, self._closable_crop(i, src)
+            teeth, tongue, base = 1.0, 0.4, 0.0
+        moved = pose_mesh(canon, self._rot[i], float(self._scale[i]), self._trans[i])
+        dst = warp_points(moved, m)
+        out = warp_image(crop, src, dst)
+        draw_mouth_interior(out, dst, teeth, tongue, base_gap_px=base)
         mask = np.maximum(self._masks[i].astype(np.float32) / 255.0, mouth_mask(dst, CROP))
         return out, mask, dst
+
+    def _closable_crop(self, i: int, src: np.ndarray) -> np.ndarray:
+        """Frame i's crop with a photographed lip gap inpainted, so the lips can close over it (cached)."""
+        with self._lock:
+            if i not in self._closable:
+                self._closable[i] = fill_lip_gap(self._crops[i], src)
+            return self._closable[i]
 
     def render(self, index: int, mouth: np.ndarray | None) -> np.ndarray:
         i = index % len(self._frames)

@@ -20,11 +20,10 @@ import numpy as np
 
 from presenter.data.corpus import FPS
 from presenter.face.canonical import LIPS_INNER, LIPS_OUTER, LOWER_INNER_LIP, UPPER_INNER_LIP, canonical_mesh
-from presenter.motion.mouth import deform
+from presenter.motion.mouth import REST_GAP_CM, closed_rest, deform
 from presenter.train.syncformer_data import BILABIALS
 
 MAX_LAG = 6
-REST_GAP_CM = 0.05
 
 
 def opening_cm(disp: np.ndarray) -> np.ndarray:
@@ -34,9 +33,7 @@ def opening_cm(disp: np.ndarray) -> np.ndarray:
 
 def params_to_disp(params: np.ndarray) -> np.ndarray:
     """Mouth params (T, P) -> displacements (T, V, 3) on the canonical face with a sealed rest."""
-    from presenter.data.render import sealed_rest
-
-    rest = sealed_rest(canonical_mesh().vertices.astype(np.float32))
+    rest = closed_rest(canonical_mesh().vertices.astype(np.float32))
     return np.stack([deform(rest, p) - rest for p in params])
 
 
