@@ -131,6 +131,10 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
     m.set_defaults(func=_cmd_data_mouth_prior)
 
+    from presenter.data.cli import add_corpus_commands
+
+    add_corpus_commands(dsub, _Formatter)
+
 
 def _cmd_live(args: argparse.Namespace) -> None:
     from presenter.server.local import run_live
@@ -187,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_bench)
 
     _add_data_commands(sub)
+    from presenter.train.cli import add_train_commands
+
+    add_train_commands(sub, _Formatter)
     _add_live_command(sub)
     return p
 

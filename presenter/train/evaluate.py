@@ -164,3 +164,46 @@ def step_cost_ms(driver, *, steps: int = 100) -> tuple[float, float]:
     return float(np.median(ms)), float(np.percentile(ms, 90))
 
 
+
+
+def evaluate_lipsync(model_dir, corpus, *, max_clips: int = 40) -> dict:
+    """All metrics for a trained model folder on a corpus's test split and on real speech, with the
+    loudness baseline scored on the same real inputs. Returns a JSON-ready dict."""
+    from pathlib import Path
+
+    from presenter.data.align_real import real_validation_set
+    from presenter.data.corpus import load_clip, read_index
+    from presenter.data.synth import Style
+    from presenter.models.lipsync import load_lipsync
+    from presenter.motion.loudness import LoudnessDriver
+    from presenter.motion.syncformer_driver import SyncFormerDriver
+    from presenter.train.syncformer_data import mouth_region
+
+    corpus = Path(corpus)
+    driver = SyncFormerDriver(load_lipsync(model_dir))
+    index = read_index(corpus)
+    test = [c["id"] for c in index["clips"] if c["split"] == "test"][:max_clips]
+    clips = [load_clip(corpus, cid, crops=False) for cid in test]
+    real = real_validation_set()
+    out: dict = {"test_clips": len(clips), "test_seconds": sum(c.n_frames for c in clips) / FPS,
+                 "real_clips": len(real), "real_seconds": sum(len(c.audio) for c in real) / 16000}
+    out["synthetic"] = vars(score_synthetic(driver, clips))
+    out["real"] = {name: {**vars(s), "closure_rate": s.closure_rate}
+                   for name, s in (("syncformer", score_real(driver, real)), ("loudness_baseline", score_real(LoudnessDriver(), real)))}
+    # Style: one test clip spoken in the least and the most expressive training style.
+    styles = sorted({c.get("style") for c in (load_clip(corpus, e["id"], crops=False).meta for e in index["clips"][:200])
+                     if c.get("style")})
+    gains = {s: Style.from_id(int(s.split("-")[1])).jaw_gain for s in styles}
+    lo, hi = min(gains, key=gains.get), max(gains, key=gains.get)
+    refs = {}
+    region = mouth_region()
+    for name in (lo, hi):
+        cid = next(e["id"] for e in index["clips"] if e["split"] == "train"
+                   and load_clip(corpus, e["id"], crops=False).meta.get("style") == name)
+        c = load_clip(corpus, cid, crops=False)
+        d = np.zeros_like(c.face["canon"])
+        d[:, region] = (c.face["canon"] - c.face["neutral"])[:, region]
+        refs[f"{name} (jaw gain {gains[name]:.2f})"] = d
+    out["style"] = style_effect(driver, clips[0], refs)
+    out["step_ms"] = dict(zip(("median", "p90"), step_cost_ms(driver)))
+    return out

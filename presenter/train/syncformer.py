@@ -114,8 +114,10 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 def train(data: Path, out: Path, *, sync_cfg: SyncFormerConfig = SyncFormerConfig(),
           style_cfg: StyleEncoderConfig = StyleEncoderConfig(), feat_cfg: FeatureConfig = FeatureConfig(),
-          cfg: TrainConfig = TrainConfig(), threads: int | None = None) -> LipSyncModel:
-    """Train (or resume) and return the model; rank 0 writes checkpoints and `out/final/`."""
+          cfg: TrainConfig = TrainConfig(), threads: int | None = None,
+          compute_features: bool = True) -> LipSyncModel:
+    """Train (or resume) and return the model; rank 0 writes checkpoints. compute_features=False trains
+    on the clips whose features are already cached."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -126,7 +128,8 @@ def train(data: Path, out: Path, *, sync_cfg: SyncFormerConfig = SyncFormerConfi
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        cache_features(data, feat_cfg)
+        if compute_features:
+            cache_features(data, feat_cfg)
         (out / "options.json").write_text(json.dumps(
             {"data": str(data), "train": asdict(cfg), "syncformer": asdict(sync_cfg),
              "style_encoder": asdict(style_cfg), "features": asdict(feat_cfg), "world_size": world}, indent=2) + "\n")
@@ -185,3 +188,26 @@ def train(data: Path, out: Path, *, sync_cfg: SyncFormerConfig = SyncFormerConfi
     if distributed:
         dist.barrier()
     return model
+
+
+def model_card(data: Path, run: Path, metrics: dict | None) -> str:
+    """The MODEL_CARD.md text: data, options, losses, metrics (or a note that none were measured)."""
+    options = json.loads((Path(run) / "options.json").read_text()) if (Path(run) / "options.json").is_file() else {}
+    lines = [
+        "# Style-SyncFormer (presenter)", "",
+        "Speech -> mouth motion of the 468-vertex face mesh, with speaking style. Architecture:",
+        "`presenter/models/syncformer.py`, `presenter/models/style_encoder.py`; front-end: Whisper tiny.en",
+        "encoder features (`presenter/audio/features.py`).", "",
+        "## Data", "",
+        f"Corpus `{data}`: synthetic speech (espeak-ng, exact phone timing) with mouth motion from the",
+        "project's viseme model, rendered on public-domain portraits (`docs/corpus.md`). No real speech",
+        "was used for training; real read speech (pocketsphinx-testdata) is used only for validation.", "",
+        "## Training", "", "```json", json.dumps(options, indent=2), "```", "",
+        "Losses: lip-weighted vertex L2 (lips x4), velocity L2, extra L2 on lip vertices at p/b/m frames.", "",
+        "## Metrics", "",
+    ]
+    lines += ["```json", json.dumps(metrics, indent=2), "```"] if metrics else ["Not measured for this export."]
+    lines += ["", "## Limits", "",
+              "Learnt from a hand-built articulation model on synthetic voices: it can be no better than that",
+              "model, and it has never seen a real talking mouth."]
+    return "\n".join(lines) + "\n"

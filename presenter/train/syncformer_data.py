@@ -87,17 +87,22 @@ def bilabial_frames(phones: list | None, n: int) -> np.ndarray:
 def load_split(root: Path, cfg: FeatureConfig, split: str) -> list[ClipArrays]:
     """All clips of a split with their cached features (call cache_features first)."""
     tag, region = feature_tag(cfg), mouth_region()
-    out = []
+    out, missing = [], 0
     for c in read_index(root)["clips"]:
         if c["split"] != split:
             continue
         d = clip_dir(root, c["id"])
+        if not (d / f"features_{tag}.npy").is_file():
+            missing += 1
+            continue
         meta = json.loads((d / "meta.json").read_text())
         with np.load(d / "face.npz") as z:
             disp = (z["canon"][:, region] - z["neutral"][region]).astype(np.float32)
         out.append(ClipArrays(c["id"], np.load(d / f"features_{tag}.npy"), disp,
                               bilabial_frames(meta.get("phones"), len(disp)),
                               str(meta.get("style", meta.get("identity", c["id"])))))
+    if missing:
+        log.warning("%s split %s: %d clips have no cached features and are left out", root, split, missing)
     return out
 
 
