@@ -21,7 +21,7 @@ from presenter.stream.stream import PresenterStream, StreamConfig
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "baseline")   # auto: the best engine available here (today: baseline)
+ENGINES = ("auto", "syncformer", "baseline")   # auto: the SyncFormer when its weights are installed
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,56 @@ def load_pipeline(avatar: str = "default", engine: str = "auto") -> Pipeline:
     if pack.fps != FPS:
         raise UserError(f"avatar pack {pack.root} runs at {pack.fps} fps; the live presenter needs {FPS} fps: "
                         "recreate it with 'presenter avatar create'")
-    from presenter.motion.loudness import LoudnessDriver
     from presenter.render.warp_baseline import WarpBaselineRenderer
 
+    _one_thread_per_stage()
     renderer = WarpBaselineRenderer(pack)
-    driver_name, driver_label = LoudnessDriver.name, LoudnessDriver.label
+    chosen, new_driver = _driver(engine)
+    driver_name, driver_label = new_driver.name, new_driver.label
     labels = (renderer.synthetic_label, driver_label)
     idle = IdleFrames(renderer, pack.n_frames, labels)
     log.info("pipeline: avatar %s (%d idle frames), renderer %s, mouth %s",
              pack.root, pack.n_frames, renderer.name, driver_name)
-    return Pipeline(pack, renderer, LoudnessDriver, idle, "baseline", driver_name, labels, mouth_box(pack))
+    return Pipeline(pack, renderer, new_driver, idle, chosen, driver_name, labels, mouth_box(pack))
+
+
+def _one_thread_per_stage() -> None:
+    """Stages run in the server's worker threads (one per core); a library that spawns its own
+    intra-op threads on top oversubscribes the cores, the classic way to lose 2x here."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _driver(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
+    """(engine chosen, a factory of per-session drivers with .name and .label)."""
+    from presenter.motion.loudness import LoudnessDriver
+
+    if engine == "baseline":
+        return "baseline", LoudnessDriver
+    from presenter.models.lipsync import default_weights_dir
+
+    if not (default_weights_dir() / "model.safetensors").is_file():
+        if engine == "syncformer":
+            raise UserError(f"--engine syncformer: no weights in {default_weights_dir()}; "
+                            "train them with 'presenter train syncformer' or use --engine baseline")
+        log.warning("no SyncFormer weights installed: using the loudness baseline")
+        return "baseline", LoudnessDriver
+    from presenter.engines.onnxruntime import whisper_encode
+    from presenter.models.lipsync import load_lipsync
+    from presenter.motion.syncformer_driver import SyncFormerDriver
+
+    model, encode = load_lipsync(), whisper_encode(1)   # shared, read-only: one per process
+
+    class _Factory:
+        name, label = SyncFormerDriver.name, SyncFormerDriver.label
+
+        def __call__(self) -> MouthDriver:
+            return SyncFormerDriver(model, encode=encode)
+
+    return "syncformer", _Factory()
 
 
 def mouth_box(pack: AvatarPack) -> tuple[int, int, int, int]:
