@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,9 @@ from presenter.audio.features import Encode, FeatureConfig, StreamingFeatures, f
 from presenter.errors import UserError
 
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +29,6 @@ def speech() -> np.ndarray:
     rng = np.random.default_rng(0)
     return (0.2 * np.sin(2 * np.pi * 140 * t) * (np.sin(2 * np.pi * 5 * t) > 0)
             + 0.02 * rng.standard_normal(n)).astype(np.float32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Encode on one thread: on 2 shared cores, 2 torch threads beside another busy process ran 4x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import importlib.util
 import re
 import shutil
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,9 @@ from presenter.errors import UserError
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def speech_16k(seconds: float) -> np.ndarray:
     """Real read speech (Debian pocketsphinx-testdata) when installed, else a voiced synthetic signal; (S,) float32."""
     n = round(seconds * 16000)
@@ -32,15 +34,6 @@ def speech_16k(seconds: float) -> np.ndarray:
     phase = 2 * np.pi * np.cumsum(f0) / 16000
     voiced = sum(np.sin(k * phase) / k for k in range(1, 20)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
     return (0.1 * voiced + 0.01 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Encode on one thread: on 2 shared cores, 2 torch threads beside another busy process ran 4x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
