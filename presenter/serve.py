@@ -46,8 +46,9 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
                    help="bearer token for signalling and metrics (default: env PRESENTER_TOKEN); off loopback one "
                         "is generated and logged if neither is given")
     p.add_argument("--workers", type=int, default=d.workers, help="worker threads for motion and rendering")
-    p.add_argument("--buffer-ms", type=float, default=d.buffer_s * 1000,
-                   help="audio delay before playback, ms: covers look-ahead, one frame and jitter")
+    p.add_argument("--buffer-ms", type=float, default=None,
+                   help="audio delay before playback, ms (default: the mouth driver's look-ahead + 80 ms, "
+                        "covering one frame, the render lead and jitter)")
 
 
 def config_from_args(args: argparse.Namespace) -> "ServerConfig":
@@ -61,7 +62,8 @@ def config_from_args(args: argparse.Namespace) -> "ServerConfig":
                     args.host, args.host, args.port, token)
     cfg = ServerConfig(host=args.host, port=args.port, avatar=args.avatar, engine=args.engine,
                        max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=token,
-                       workers=args.workers, buffer_s=args.buffer_ms / 1000.0)
+                       workers=args.workers,
+                       buffer_s=None if args.buffer_ms is None else args.buffer_ms / 1000.0)
     cfg.check()
     return cfg
 

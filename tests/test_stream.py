@@ -138,7 +138,7 @@ def test_stream_paces_25fps_labels_frames_and_moves_mouth_only_in_speech(live_pi
     (1/90000), yuv420p, labelled synthetic; idle frames in silence, a moved mouth in speech;
     audio frames of 1920 samples at 48 kHz."""
     p = live_pipeline
-    stream = p.stream(pool, config=StreamConfig(live=True))
+    stream = p.stream(pool, config=StreamConfig(buffer_s=p.audio_delay_s, live=True))
     n = int(speech_wav.duration_s * 25)
     got = asyncio.run(_collect(stream, n, lambda: _feed_real_time(stream, speech_wav.samples, speech_wav.rate)))
     times = np.array([t for t, _ in got])

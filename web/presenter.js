@@ -28,7 +28,10 @@
     try {
       info = await presenter.fetchJSON("/info");
       $("labels").textContent = "Synthetic video: " + info.labels.join(" · ") + ".";
-      $("badge").textContent = info.engine === "baseline" ? "baseline, no learning" : info.engine;
+      const baseline = info.engine === "baseline";
+      $("badge").textContent = baseline ? "baseline, no learning" : "SyncFormer mouth · baseline renderer, no learning";
+      $("badge").title = baseline ? "The mouth is moved by loudness, not by a trained model"
+        : "The mouth is moved by the trained Style-SyncFormer; the face is drawn by the baseline warp renderer, not a trained generator";
       $("avatar").textContent = (info.avatar.split("/").pop() || info.avatar) + (info.attribution ? " — " + info.attribution : "");
       if (presenter.token) $("viewer-link").href = "/viewer?token=" + encodeURIComponent(presenter.token);
     } catch (e) {

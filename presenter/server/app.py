@@ -59,7 +59,7 @@ class ServerConfig:
     token: str | None = None        # required off loopback
     connect_timeout_s: float = 15.0
     workers: int = 2                # worker threads for motion and rendering (<= cores)
-    buffer_s: float = 0.1           # audio delay before playback; see presenter.stream.stream
+    buffer_s: float | None = None   # audio delay before playback (None: from the driver's look-ahead)
 
     @property
     def loopback(self) -> bool:
@@ -185,7 +185,7 @@ async def _info(request: web.Request) -> web.Response:
     return web.json_response({
         "version": __version__, "engine": p.engine, "renderer": p.renderer.name,
         "driver": p.driver_name, "labels": list(p.labels), "avatar": str(p.pack.root),
-        "attribution": p.pack.manifest.get("attribution", ""), "buffer_s": hub.cfg.buffer_s,
+        "attribution": p.pack.manifest.get("attribution", ""), "buffer_s": hub.buffer_s,
         "frame_size": list(p.pack.frames.shape[1:3]), "mouth_box": list(p.mouth_box),
     })
 

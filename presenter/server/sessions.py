@@ -48,7 +48,7 @@ class HubConfig:
     max_viewers: int = 16           # receive-only viewers at once; more get 503
     connect_timeout_s: float = 15.0  # a peer not connected by then is closed
     loopback_only: bool = True      # media only over 127.0.0.1 (server bound to loopback)
-    buffer_s: float = 0.1           # audio delay before playback (StreamConfig.buffer_s)
+    buffer_s: float | None = None   # audio delay before playback (None: Pipeline.audio_delay_s)
 
 
 class Busy(web.HTTPServiceUnavailable):
@@ -118,8 +118,13 @@ class Hub:
             self.metrics.rejected.labels("busy").inc()
             raise Busy(f"the server is at its limit of {self.cfg.max_sessions} sessions")
 
+    @property
+    def buffer_s(self) -> float:
+        """The audio delay every session uses."""
+        return self.pipeline.audio_delay_s if self.cfg.buffer_s is None else self.cfg.buffer_s
+
     def new_stream(self) -> PresenterStream:
-        return self.pipeline.stream(self.pool, config=StreamConfig(buffer_s=self.cfg.buffer_s, live=True),
+        return self.pipeline.stream(self.pool, config=StreamConfig(buffer_s=self.buffer_s, live=True),
                                     on_stage=self._on_stage)
 
     # --- starting --------------------------------------------------------------------------

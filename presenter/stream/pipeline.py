@@ -21,22 +21,33 @@ from presenter.stream.stream import PresenterStream, StreamConfig
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "syncformer", "baseline")   # auto: the SyncFormer when its weights are installed
+FRAME_DELAY_S = 0.08   # one 40 ms frame + the 25 ms render lead + 15 ms of arrival jitter
+# auto is the loudness baseline for now: the SyncFormer path runs (--engine syncformer) but has not
+# yet passed the browser end-to-end check here (see README, "Live server").
+ENGINES = ("auto", "syncformer", "baseline")
 
 
 @dataclass(frozen=True)
 class Pipeline:
     pack: AvatarPack
     renderer: Renderer
-    new_driver: Callable[[], MouthDriver]   # one driver per session: drivers keep state
+    new_driver: Callable[[], MouthDriver]   # one driver per session (drivers keep state); has name, label, lookahead_s
     idle: IdleFrames
     engine: str                             # the engine actually chosen
     driver_name: str                        # the mouth driver's name, for people
     labels: tuple[str, ...]                 # what the frames and the page say about the media
     mouth_box: tuple[int, int, int, int]    # (x0, y0, x1, y1) frame pixels holding the mouth in any pose
 
-    def stream(self, pool: ThreadPoolExecutor, *, config: StreamConfig = StreamConfig(),
+    @property
+    def audio_delay_s(self) -> float:
+        """The audio delay a live session needs: the driver's look-ahead, one frame, the render lead
+        and ~15 ms of arrival jitter (0.1 s for the loudness baseline, 0.16 s for the SyncFormer)."""
+        return self.new_driver.lookahead_s + FRAME_DELAY_S
+
+    def stream(self, pool: ThreadPoolExecutor, *, config: StreamConfig | None = None,
                on_stage: Callable[[str, float], None] | None = None) -> PresenterStream:
+        """A new session stream; the default config holds audio for `audio_delay_s`."""
+        config = StreamConfig(buffer_s=self.audio_delay_s) if config is None else config
         return PresenterStream(self.renderer, self.new_driver(), idle=self.idle, pool=pool, config=config,
                                on_stage=on_stage)
 
@@ -81,16 +92,13 @@ def _driver(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
     """(engine chosen, a factory of per-session drivers with .name and .label)."""
     from presenter.motion.loudness import LoudnessDriver
 
-    if engine == "baseline":
+    if engine in ("auto", "baseline"):
         return "baseline", LoudnessDriver
     from presenter.models.lipsync import default_weights_dir
 
     if not (default_weights_dir() / "model.safetensors").is_file():
-        if engine == "syncformer":
-            raise UserError(f"--engine syncformer: no weights in {default_weights_dir()}; "
-                            "train them with 'presenter train syncformer' or use --engine baseline")
-        log.warning("no SyncFormer weights installed: using the loudness baseline")
-        return "baseline", LoudnessDriver
+        raise UserError(f"--engine syncformer: no weights in {default_weights_dir()}; "
+                        "train them with 'presenter train syncformer' or use --engine baseline")
     from presenter.engines.onnxruntime import whisper_encode
     from presenter.models.lipsync import load_lipsync
     from presenter.motion.syncformer_driver import SyncFormerDriver
@@ -99,6 +107,7 @@ def _driver(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
 
     class _Factory:
         name, label = SyncFormerDriver.name, SyncFormerDriver.label
+        lookahead_s = model.feat_cfg.lookahead_s
 
         def __call__(self) -> MouthDriver:
             return SyncFormerDriver(model, encode=encode)
