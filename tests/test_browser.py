@@ -88,9 +88,13 @@ def healthz(url: str) -> dict:
 
 SELECTED_PAIR_JS = """async (pc) => {
   const stats = await pc.getStats(); let pair = null; const cands = {};
+  let selected = null;
   stats.forEach((s) => {
     if (s.type === 'local-candidate' || s.type === 'remote-candidate') cands[s.id] = s.address;
-    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    if (s.type === 'transport' && s.selectedCandidatePairId) selected = s.selectedCandidatePairId;
+  });
+  stats.forEach((s) => {
+    if (s.type === 'candidate-pair' && (s.id === selected || (!selected && s.nominated && s.state === 'succeeded'))) pair = s;
   });
   return pair ? [cands[pair.localCandidateId], cands[pair.remoteCandidateId]] : null;
 }"""
@@ -122,7 +126,6 @@ def test_browser_mic_to_presenter_and_viewer(server, speech_wav, tmp_path: Path)
             page.click("#start")
             page.wait_for_function("window.presenterPage.pc && window.presenterPage.pc.connectionState === 'connected'",
                                    timeout=20000)
-            pair = page.evaluate(f"({SELECTED_PAIR_JS})(window.presenterPage.pc)")
             viewer = browser.new_page(viewport={"width": 512, "height": 512})
             viewer.goto(url + "/viewer")
 
@@ -131,6 +134,9 @@ def test_browser_mic_to_presenter_and_viewer(server, speech_wav, tmp_path: Path)
             cpu_pct = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
 
             probe = page.evaluate("window.presenterProbe.result()")
+            # Read after the call has run a while: right after 'connected' the nominated pair may
+            # not be in the stats yet.
+            pair = page.evaluate(f"({SELECTED_PAIR_JS})(window.presenterPage.pc)")
             shown_fps = page.evaluate("window.presenterPage.counter.fps()")
             vstats = page.evaluate(f"({VIDEO_STATS_JS})(window.presenterPage.pc)")
             readout = page.inner_text("#latency")
