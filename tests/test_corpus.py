@@ -103,3 +103,28 @@ def test_prepare_round_trips_a_rendered_clip(rendered, tmp_path: Path) -> None:
     prepare(src, out)
     assert (out / "clips" / clip.id / "face.npz").stat().st_mtime_ns == before
     assert json.loads((out / "prepare_report.json").read_text())["files"]
+
+
+def test_real_phone_timing_closes_bilabials_and_opens_vowels_in_the_mesh() -> None:
+    """espeak phone timings -> viseme params -> deformed mesh: the inner lips are sealed at every
+    p/b/m frame and open at least 0.5 cm on average over open-vowel frames."""
+    from presenter.data.tts import synthesize
+    from presenter.motion.mouth import closed_rest, deform
+    from presenter.motion.visemes import phones_to_params
+    from presenter.face.canonical import canonical_mesh
+    from presenter.train.syncformer_data import bilabial_frames
+
+    utt = synthesize("Bob bought a map for papa.", rate_wpm=150)
+    n = int(np.ceil(utt.duration_s * 25))
+    params = phones_to_params(utt.phones, n)
+    rest = closed_rest(canonical_mesh().vertices)
+    opening = np.array([mouth_opening_cm(deform(rest, p)) for p in params])
+    bil = bilabial_frames(utt.phones, n)
+    t = np.arange(n) / 25
+    vowel = np.zeros(n, bool)
+    for ph, a, b in utt.phones:
+        if ph in ("aa", "ae", "ah", "ao"):
+            vowel |= (t >= a) & (t < b)
+    assert bil.sum() >= 4 and vowel.sum() >= 3
+    assert opening[bil].max() < 0.01
+    assert opening[vowel].mean() > 0.5, opening[vowel].mean()

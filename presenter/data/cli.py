@@ -18,10 +18,17 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     sys.stdout.write(json.dumps({"output": str(args.output), **dataclasses.asdict(cfg)}, indent=2) + "\n")
     if args.dry_run:
         return
+    import time
+
+    t0 = time.perf_counter()
+    before = len(list((args.output / "clips").glob("*/meta.json"))) if (args.output / "clips").is_dir() else 0
     index = synth(args.output, cfg)
+    minutes = (time.perf_counter() - t0) / 60
+    made = len(index["clips"]) - before
     secs = sum(c["seconds"] for c in index["clips"])
     sys.stdout.write(f"{len(index['clips'])} clips, {secs / 3600:.2f} h of audio, "
-                     f"{sum(c['n_frames'] for c in index['clips'])} frames in {args.output}\n")
+                     f"{sum(c['n_frames'] for c in index['clips'])} frames in {args.output}; this run made {made} "
+                     f"clips in {minutes:.1f} min ({made / max(minutes, 1e-9):.1f} clips/min, {cfg.workers} workers)\n")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
