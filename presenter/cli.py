@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from presenter.errors import UserError
+from presenter.errors import UserError, run_command
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -215,14 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        args.func(args)
-    except UserError as e:
-        sys.stderr.write(f"presenter: error: {e}\n")
-        return 2
-    return 0
+    return run_command("presenter", lambda: args.func(args), verbose=args.verbose,
+                       fmt="%(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

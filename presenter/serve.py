@@ -17,7 +17,7 @@ import secrets
 import sys
 from typing import TYPE_CHECKING
 
-from presenter.errors import UserError
+from presenter.errors import run_command
 
 if TYPE_CHECKING:
     from presenter.server.app import ServerConfig
@@ -91,14 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     add_server_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        serve(config_from_args(args))
-    except UserError as e:
-        sys.stderr.write(f"presenter.serve: error: {e}\n")
-        return 2
-    return 0
+    return run_command("presenter.serve", lambda: serve(config_from_args(args)), verbose=args.verbose,
+                       fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":
