@@ -98,6 +98,12 @@ class Received:
     video: list[np.ndarray] = field(default_factory=list)    # kept frames (RGB) or crops, see keep
     audio_t: list[float] = field(default_factory=list)       # arrival time per audio frame
     audio_rms: list[float] = field(default_factory=list)     # its RMS (full scale 1.0)
+    audio: list[np.ndarray] = field(default_factory=list)     # its samples, mono float32 at audio_rate
+    audio_rate: int = 48000
+
+    def audio_samples(self) -> np.ndarray:
+        """Every received audio sample in arrival order, (n,) float32 mono."""
+        return np.concatenate(self.audio) if self.audio else np.zeros(0, np.float32)
 
 
 class Client:
@@ -165,8 +171,11 @@ class Client:
                     rec.video.append(self.keep(frame.to_ndarray(format="rgb24")))
             else:
                 a = frame.to_ndarray().astype(np.float32) / 32768.0
+                a = a.reshape(-1, len(frame.layout.channels)).mean(axis=1)   # packed s16 -> mono
                 rec.audio_t.append(now)
                 rec.audio_rms.append(float(np.sqrt(np.mean(a * a))))
+                rec.audio.append(a)
+                rec.audio_rate = frame.sample_rate
 
     async def wait_connected(self, timeout_s: float = 15.0) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout_s)

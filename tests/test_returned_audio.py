@@ -1,0 +1,85 @@
+"""The presenter's voice comes back whole over WebRTC (loopback, aiortc client).
+
+Real read speech (pocketsphinx-testdata, never trained on) goes in as the microphone; the audio
+that the server sends back is decoded by our aiortc client and compared with what was sent: its
+length, its spectrum (log-mel correlation after alignment) and what a speech recogniser hears in
+it. With 40 ms audio frames, aiortc stamped two Opus packets with one RTP timestamp and receivers
+kept only one: half the voice was lost, and these checks failed (2.7 of 5.5 s arrived, log-mel
+correlation undefined, the transcript garbled).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from presenter.audio.io import read_wav, resample
+from presenter.audio.mel import power_mel
+from presenter.server.client import Client, WavMicrophone
+from presenter.server.tracks import split_audio
+from test_server import serving
+
+SPEECH = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
+
+
+def log_mel_match(received: np.ndarray, sent: np.ndarray, rate: int) -> float:
+    """Best Pearson correlation of the sent log-mel spectrogram with any stretch of the received
+    one (10 ms steps); -1 when less audio came back than was sent."""
+    a = np.log10(power_mel(resample(sent, rate, 16000)) + 1e-6)        # (80, T)
+    b = np.log10(power_mel(resample(received, rate, 16000)) + 1e-6)
+    if b.shape[1] < a.shape[1]:
+        return -1.0
+    return max(float(np.corrcoef(b[:, k:k + a.shape[1]].ravel(), a.ravel())[0, 1])
+               for k in range(b.shape[1] - a.shape[1] + 1))
+
+
+def transcribe(samples: np.ndarray, rate: int) -> list[str]:
+    """Words pocketsphinx (en-us, its bundled model) hears in the audio."""
+    from pocketsphinx import Decoder
+
+    d = Decoder(samprate=16000, loglevel="FATAL")
+    s16 = (np.clip(resample(samples, rate, 16000), -1, 1) * 32767).astype(np.int16)
+    d.start_utt()
+    d.process_raw(s16.tobytes(), full_utt=True)
+    d.end_utt()
+    return d.hyp().hypstr.split() if d.hyp() else []
+
+
+def test_audio_frames_are_split_into_20ms_packets_with_their_own_pts() -> None:
+    """A 40 ms frame leaves as two 20 ms frames whose pts follow on, samples unchanged."""
+    from presenter.stream.frames import audio_frame
+
+    x = np.sin(np.arange(1920) / 7.0).astype(np.float32) * 0.5
+    frame = audio_frame(x, 5)
+    pieces = split_audio(frame)
+    assert [p.samples for p in pieces] == [960, 960]
+    assert [p.pts for p in pieces] == [frame.pts, frame.pts + 960]
+    np.testing.assert_array_equal(np.concatenate([p.to_ndarray() for p in pieces], axis=1), frame.to_ndarray())
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(SPEECH), reason="pocketsphinx-testdata is not installed")
+def test_returned_voice_is_whole_and_intelligible(live_pipeline) -> None:
+    """All of the sent speech comes back: as many seconds as the call lasted, the same spectrum
+    (log-mel r >= 0.9 after alignment) and most of the words the recogniser hears in the original."""
+    pcm, rate = read_wav(SPEECH)
+    speech = resample(pcm, rate, 48000)
+    sent = np.concatenate([np.zeros(24000, np.float32), speech, np.zeros(48000, np.float32)])
+    call_s = len(sent) / 48000 + 1.0
+
+    async def main():
+        async with serving(live_pipeline) as srv:
+            async with Client(srv.url, WavMicrophone(sent, 48000, loop=False)) as c:
+                await c.wait_connected()
+                await asyncio.sleep(call_s)
+                return c.received
+
+    rec = asyncio.run(main())
+    got = rec.audio_samples()
+    arrived_s = rec.audio_t[-1] - rec.audio_t[0]
+    assert len(got) / rec.audio_rate >= 0.9 * arrived_s, "received audio covers only part of the call"
+    assert len(got) >= len(speech)
+    assert log_mel_match(got, speech, rec.audio_rate) >= 0.9
+    heard, said = transcribe(got, rec.audio_rate), transcribe(speech, 48000)
+    common = sum(min(heard.count(w), said.count(w)) for w in set(said))
+    assert common >= 0.6 * len(said), (heard, said)
