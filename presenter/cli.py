@@ -213,9 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Modules that only an extra installs (pyproject.toml), by import name -> the extra. A plain
+# `pip install .` runs `presenter --help`; a command that reaches for one of these says what to install.
+EXTRAS = {
+    "aiohttp": "serve", "aiortc": "serve", "aioice": "serve", "webrtcvad": "serve", "prometheus_client": "serve",
+    "sounddevice": "serve", "pyvirtualcam": "serve",
+    "torch": "train", "pocketsphinx": "train", "openvino": "train", "dlib": "train", "pytorch_msssim": "train",
+    "onnx": "onnx", "onnxruntime": "onnx", "tensorrt": "tensorrt", "playwright": "dev",
+}
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Run the subcommand; a missing optional dependency becomes a UserError naming its extra."""
+    try:
+        args.func(args)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise
+        raise UserError(f"'presenter {args.command}' needs {top}, which is not installed: "
+                        f"pip install 'presenter[{EXTRAS[top]}]'") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command("presenter", lambda: args.func(args), verbose=args.verbose,
+    return run_command("presenter", lambda: _run(args), verbose=args.verbose,
                        fmt="%(levelname)s %(name)s: %(message)s")
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from presenter.errors import run_command
 
 if TYPE_CHECKING:
-    from presenter.server.app import ServerConfig
+    from presenter.server.config import ServerConfig
 
 log = logging.getLogger("presenter.serve")
 
@@ -31,7 +31,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
     """The server options, shared by `python -m presenter.serve` and `presenter live`."""
-    from presenter.server.app import ServerConfig
+    from presenter.server.config import ServerConfig
     from presenter.stream.pipeline import ENGINES
 
     d = ServerConfig()
@@ -52,7 +52,7 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> "ServerConfig":
-    from presenter.server.app import ServerConfig
+    from presenter.server.config import ServerConfig
     from presenter.server.sdp import is_loopback_host
 
     token = args.token or os.environ.get("PRESENTER_TOKEN")

@@ -24,7 +24,6 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -32,8 +31,9 @@ from aiohttp import web
 
 from presenter import __version__
 from presenter.errors import UserError
+from presenter.server.config import ServerConfig
 from presenter.server.metrics import Metrics
-from presenter.server.sdp import MAX_SDP_BYTES, is_loopback_host, restrict_ice_to_loopback
+from presenter.server.sdp import MAX_SDP_BYTES, restrict_ice_to_loopback
 from presenter.server.sessions import Hub, HubConfig
 from presenter.stream.pipeline import Pipeline, load_pipeline
 
@@ -46,33 +46,6 @@ WEB_SUFFIXES = (".html", ".js", ".css")
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
 STARTED = web.AppKey("started", float)
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    host: str = "127.0.0.1"         # bind address; anything but loopback needs a token
-    port: int = 8080
-    avatar: str = "default"         # 'default' or an avatar pack folder
-    engine: str = "auto"
-    max_sessions: int = 4           # presenter + WHIP sessions at once
-    max_viewers: int = 16
-    token: str | None = None        # required off loopback
-    connect_timeout_s: float = 15.0
-    workers: int = 2                # worker threads for motion and rendering (<= cores)
-    buffer_s: float | None = None   # audio delay before playback (None: from the driver's look-ahead)
-
-    @property
-    def loopback(self) -> bool:
-        return is_loopback_host(self.host)
-
-    def check(self) -> None:
-        if not self.loopback and not self.token:
-            raise UserError(f"--host {self.host} is not loopback: give --token (or PRESENTER_TOKEN) so "
-                            "strangers cannot start sessions")
-        if self.max_sessions < 1 or self.max_viewers < 0:
-            raise UserError("--max-sessions must be >= 1 and --max-viewers >= 0")
-        if not 1 <= self.workers <= 64:
-            raise UserError(f"--workers {self.workers}: use 1..64")
 
 
 CONFIG = web.AppKey("config", ServerConfig)

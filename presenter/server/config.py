@@ -1,0 +1,35 @@
+"""The server's options, importable without the server's dependencies (for `presenter --help`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from presenter.errors import UserError
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"         # bind address; anything but loopback needs a token
+    port: int = 8080
+    avatar: str = "default"         # 'default' or an avatar pack folder
+    engine: str = "auto"
+    max_sessions: int = 4           # presenter + WHIP sessions at once
+    max_viewers: int = 16
+    token: str | None = None        # required off loopback
+    connect_timeout_s: float = 15.0
+    workers: int = 2                # worker threads for motion and rendering (<= cores)
+    buffer_s: float | None = None   # audio delay before playback (None: from the driver's look-ahead)
+
+    @property
+    def loopback(self) -> bool:
+        from presenter.server.sdp import is_loopback_host   # needs aiortc: the server runs, so it is there
+
+        return is_loopback_host(self.host)
+
+    def check(self) -> None:
+        if not self.loopback and not self.token:
+            raise UserError(f"--host {self.host} is not loopback: give --token (or PRESENTER_TOKEN) so "
+                            "strangers cannot start sessions")
+        if self.max_sessions < 1 or self.max_viewers < 0:
+            raise UserError("--max-sessions must be >= 1 and --max-viewers >= 0")
+        if not 1 <= self.workers <= 64:
+            raise UserError(f"--workers {self.workers}: use 1..64")
