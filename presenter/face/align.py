@@ -21,6 +21,17 @@ CROP_SIZES = (128, 256)
 FACE_FRACTION = 0.72   # face-oval width / crop width: leaves room for jaw motion and hairline
 CENTRE_Y_SHIFT = 0.04  # crop centre below the oval's centre, fraction of crop (room for an open jaw)
 
+MOUTH_WINDOW_256 = (64, 128, 128)
+"""The generator's crop: (x0, y0, side) of a fixed square of the 256 px aligned crop, in its pixels.
+
+Measured on the template (sealed canonical mesh, 256 px): subnasale y 136, outer lips x 99..157 and
+y 151..175, chin y 223. Wide faces and open mouths reach further: the astronaut's smiling lips span
+x 88..168, and her chin drops from y 222 to 247 at the largest jaw command (2.2 cm at the lower lip).
+So the window starts 8 px above the subnasale (the mask begins at the subnasale) and runs to the crop's bottom
+edge, the only way to keep a dropped chin inside it; x 64..192 is the full mouth width with 24 px or
+more on each side. It is half the crop's side: the mouth is drawn at the 256 px crop's resolution.
+"""
+
 
 @lru_cache(maxsize=8)
 def template(size: int) -> np.ndarray:
@@ -106,4 +117,26 @@ def paste_back(frame: np.ndarray, crop_img: np.ndarray, m: np.ndarray, mask: np.
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
     region = out[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = (region + alpha * (patch.astype(np.float32) - region) + 0.5).astype(np.uint8)
+    return out
+
+
+def mouth_window(crop256: np.ndarray) -> np.ndarray:
+    """The generator's window (128, 128, ...) of a 256 px aligned crop (256, 256, ...), as a view."""
+    x0, y0, side = MOUTH_WINDOW_256
+    if crop256.shape[:2] != (256, 256):
+        raise ValueError(f"mouth_window needs a 256 px aligned crop, got shape {crop256.shape}")
+    return crop256[y0:y0 + side, x0:x0 + side]
+
+
+def place_mouth_window(crop256: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """A copy of the 256 px crop with its mouth window replaced by window (128, 128, ...)."""
+    out = crop256.copy()
+    mouth_window(out)[...] = window
+    return out
+
+
+def to_mouth_window(points_256: np.ndarray) -> np.ndarray:
+    """Points (..., 2+) in 256 px crop pixels -> the same points in window pixels (z unchanged)."""
+    out = np.array(points_256, np.float32)
+    out[..., :2] -= np.array(MOUTH_WINDOW_256[:2], np.float32)
     return out
