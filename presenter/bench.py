@@ -1,4 +1,4 @@
-"""`presenter bench`: per-stage milliseconds per frame of the face pipeline on this machine.
+"""`presenter bench stages`: per-stage milliseconds per frame of the face pipeline on this machine.
 
 Each stage runs `repeats` times on real data (the avatar pack's frames and meshes); the
 table gives the median and the 90th percentile. Threads: numba and OpenCV are held to one

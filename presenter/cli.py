@@ -4,7 +4,8 @@ Examples:
   presenter avatar create --image me.jpg -o ~/avatars/me
   presenter avatar create --video me.mp4 -o ~/avatars/me-video
   presenter avatar info ~/avatars/me
-  presenter bench --repeats 200
+  presenter bench stages --repeats 200
+  presenter bench live --seconds 30 --json live.json
   presenter data identities --count 650 --seed 0
   presenter data mouth-prior
   presenter live --mic
@@ -43,10 +44,57 @@ def _cmd_avatar_info(args: argparse.Namespace) -> None:
     sys.stdout.write(json.dumps(pack.manifest, indent=2) + "\n")
 
 
-def _cmd_bench(args: argparse.Namespace) -> None:
+def _cmd_bench_stages(args: argparse.Namespace) -> None:
     from presenter.bench import run_face_bench
 
     run_face_bench(repeats=args.repeats, pack_dir=args.avatar)
+
+
+def _cmd_bench_live(args: argparse.Namespace) -> None:
+    from presenter.bench_live import run_live_bench
+
+    run_live_bench(avatar=args.avatar, engine=args.engine, seconds=args.seconds, workers=args.workers,
+                   browser=args.browser, encode=not args.no_encode, json_path=args.json)
+
+
+def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
+    """`presenter bench stages|live`: numbers of this machine (the tests assert behaviour only)."""
+    from presenter.stream.pipeline import ENGINES
+
+    bench = sub.add_parser("bench", formatter_class=_Formatter, help="measure this machine: stage timings, live sessions",
+                           description="Measure speed on this machine. The test suite asserts behaviour only; frame "
+                                       "rates, latencies, reused frames and CPU shares are measured here.\n\n"
+                                       "Examples:\n  presenter bench stages --repeats 200\n"
+                                       "  presenter bench live --seconds 30 --json live.json\n"
+                                       "  presenter bench live --engine baseline --browser")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    b = bsub.add_parser("stages", formatter_class=_Formatter, help="per-stage timings (ms/frame) of the face pipeline",
+                        description="Time each stage of the face pipeline on the default avatar (or --avatar) "
+                                    "and print a table.\n\nExample:\n  presenter bench stages --repeats 200")
+    b.add_argument("--repeats", type=int, default=100, help="timed runs per stage (median reported)")
+    b.add_argument("--avatar", type=Path, default=None, help="avatar pack folder (default: the built-in avatar)")
+    b.set_defaults(func=_cmd_bench_stages)
+
+    lv = bsub.add_parser("live", formatter_class=_Formatter,
+                         help="a live session on real speech: fps, reused frames, latency p50/p95, CPU per second",
+                         description="Run one live session (PresenterStream: driver, renderer, VP8/Opus encode) on "
+                                     "real read speech (Debian's pocketsphinx test data) pushed in real time, and "
+                                     "report frames per second, reused frames, late poses, audio latency p50/p95, "
+                                     "render and encode times and the process's CPU seconds per second of audio, "
+                                     "beside the load average. --browser adds a loopback call from Chromium to "
+                                     "'python -m presenter.serve' (shown fps, mic-to-screen latency, A/V offset, "
+                                     "concealed audio, server CPU).\n\n"
+                                     "Examples:\n  presenter bench live\n"
+                                     "  presenter bench live --seconds 60 --json ~/bench-live.json\n"
+                                     "  presenter bench live --engine baseline --browser --seconds 20")
+    lv.add_argument("--engine", default="auto", choices=ENGINES, help="speech-to-face engine")
+    lv.add_argument("--avatar", default="default", help="'default' or an avatar pack folder")
+    lv.add_argument("--seconds", type=float, default=30.0, help="seconds of speech pushed (and of the browser call)")
+    lv.add_argument("--workers", type=int, default=2, help="worker threads for motion and rendering, as the server's")
+    lv.add_argument("--no-encode", action="store_true", help="skip the VP8/Opus encode of each frame")
+    lv.add_argument("--browser", action="store_true", help="also a loopback call from Chromium to the server")
+    lv.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    lv.set_defaults(func=_cmd_bench_live)
 
 
 def _cmd_data_identities(args: argparse.Namespace) -> None:
@@ -198,13 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("pack", type=Path, help="pack folder")
     i.set_defaults(func=_cmd_avatar_info)
 
-    b = sub.add_parser("bench", formatter_class=_Formatter, help="per-stage timings (ms/frame) on this machine",
-                       description="Time each stage of the face pipeline on the default avatar (or --avatar) "
-                                   "and print a table.\n\nExample:\n  presenter bench --repeats 200")
-    b.add_argument("--repeats", type=int, default=100, help="timed runs per stage (median reported)")
-    b.add_argument("--avatar", type=Path, default=None, help="avatar pack folder (default: the built-in avatar)")
-    b.set_defaults(func=_cmd_bench)
-
+    _add_bench_commands(sub)
     _add_data_commands(sub)
     from presenter.train.cli import add_train_commands
 
