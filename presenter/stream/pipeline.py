@@ -22,8 +22,8 @@ from presenter.stream.stream import PresenterStream, StreamConfig
 log = logging.getLogger(__name__)
 
 FRAME_DELAY_S = 0.08   # one 40 ms frame + the 25 ms render lead + 15 ms of arrival jitter
-# auto is the loudness baseline for now: the SyncFormer path runs (--engine syncformer) but has not
-# yet passed the browser end-to-end check here (see README, "Live server").
+# auto: the trained Style-SyncFormer whenever its weights are installed (they ship), else the
+# loudness baseline with a logged reason.
 ENGINES = ("auto", "syncformer", "baseline")
 
 
@@ -90,13 +90,16 @@ def _one_thread_per_stage() -> None:
 
 def _driver(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
     """(engine chosen, a factory of per-session drivers with .name and .label)."""
+    from presenter.models.lipsync import default_weights_dir
     from presenter.motion.loudness import LoudnessDriver
 
-    if engine in ("auto", "baseline"):
+    if engine == "baseline":
         return "baseline", LoudnessDriver
-    from presenter.models.lipsync import default_weights_dir
-
     if not (default_weights_dir() / "model.safetensors").is_file():
+        if engine == "auto":
+            log.warning("no SyncFormer weights in %s: the mouth follows the loudness baseline (no learning)",
+                        default_weights_dir())
+            return "baseline", LoudnessDriver
         raise UserError(f"--engine syncformer: no weights in {default_weights_dir()}; "
                         "train them with 'presenter train syncformer' or use --engine baseline")
     from presenter.engines.onnxruntime import whisper_encode

@@ -30,7 +30,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 FRAME_S = 1.0 / FPS
 OUT_FRAME = PLAYBACK_RATE // FPS               # 1920 samples of 48 kHz audio per video frame
 DECIMATE = PLAYBACK_RATE // ANALYSIS_RATE      # 3
+INGEST_SLICE_S = 0.2                           # most audio driven per pool job (see _ingest)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class StreamStats:
     skipped_silence: int = 0        # live sources: silent 40 ms steps skipped to win back delay
     playing_frames: int = 0         # frames that carried pushed audio
     pending_s: float = 0.0          # audio pushed and not yet played
+    driven_s: float = 0.0           # audio fed through the mouth driver so far
     latency_s: float | None = None  # recent delay of the played audio since push_audio (smoothed)
 
 
@@ -240,23 +242,31 @@ class PresenterStream:
                 continue
             items, self._inbox = self._inbox, []
             self._inbox_s = 0.0
-            generation, reset, self._reset_next = self._generation, self._reset_next, False
-            t0 = time.perf_counter()
-            try:
-                segments, poses = await loop.run_in_executor(self._pool, self._process, items, reset)
-            except Exception:
-                log.exception("audio ingest failed; %d chunks dropped, the driver starts afresh", len(items))
-                self._reset_next = True
-                continue
-            self._on_stage("motion", time.perf_counter() - t0)
-            if generation != self._generation:
-                continue                              # interrupted while this ran: drop it
-            for samples, t, flushed in segments:
-                self._ring.append(samples, t)
-                self._flushed = self._flushed or flushed
-            for p in poses:
-                self._poses.append(p)
-            self._poses_end += len(poses)
+            generation = self._generation
+            # A long push (a whole TTS utterance) is driven slice by slice, each slice's audio and
+            # poses handed over as soon as they are ready: playback starts after the first slice,
+            # not after the whole backlog.
+            for piece in _slices(items, INGEST_SLICE_S):
+                if generation != self._generation:
+                    break                             # interrupted: drop the rest of this backlog
+                reset, self._reset_next = self._reset_next, False
+                t0 = time.perf_counter()
+                try:
+                    segments, poses = await loop.run_in_executor(self._pool, self._process, piece, reset)
+                except Exception:
+                    log.exception("audio ingest failed; %d chunks dropped, the driver starts afresh", len(piece))
+                    self._reset_next = True
+                    break
+                self._on_stage("motion", time.perf_counter() - t0)
+                if generation != self._generation:
+                    break                             # interrupted while this ran: drop it
+                for samples, t, flushed in segments:
+                    self._ring.append(samples, t)
+                    self._flushed = self._flushed or flushed
+                    self.stats.driven_s += len(samples) / PLAYBACK_RATE
+                for p in poses:
+                    self._poses.append(p)
+                self._poses_end += len(poses)
 
     def _process(self, items: list[_Item], reset: bool) -> tuple[list[tuple[np.ndarray, float, bool]], np.ndarray]:
         """Pool job: resample, feed the driver. -> ring segments (48 kHz, push time, ends a flush), poses (F, P)."""
@@ -404,6 +414,28 @@ class PresenterStream:
                 await task
             except asyncio.CancelledError:
                 pass
+
+
+def _slices(items: list[_Item], max_s: float) -> Iterator[list[_Item]]:
+    """Items in order, cut into runs of at most max_s seconds of audio (long chunks split);
+    a flush marker ends the run it is in."""
+    run, run_s = [], 0.0
+    for it in items:
+        if it.pcm is None:
+            yield run + [it]
+            run, run_s = [], 0.0
+            continue
+        start = 0
+        while start < len(it.pcm):
+            n = min(len(it.pcm) - start, max(1, int(round((max_s - run_s) * it.rate))))
+            run.append(_Item(it.pcm[start:start + n], it.rate, it.t))
+            run_s += n / it.rate
+            start += n
+            if run_s >= max_s - 1e-9:
+                yield run
+                run, run_s = [], 0.0
+    if run:
+        yield run
 
 
 def _discard(fut: asyncio.Future) -> None:
