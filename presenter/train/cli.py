@@ -33,6 +33,32 @@ def _cmd_train_syncformer(args: argparse.Namespace) -> None:
         model.save(args.out / "final", model_card(args.data, args.out, metrics=None))
 
 
+def _cmd_train_generator(args: argparse.Namespace) -> None:
+    from presenter.errors import UserError
+    from presenter.models.generator import GeneratorConfig
+    from presenter.train.generator import TrainConfig, train
+    from presenter.train.generator_data import GeneratorPairs
+
+    for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--val-every", args.val_every),
+                        ("--ckpt-every", args.ckpt_every)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if args.max_minutes < 0:
+        raise UserError(f"--max-minutes must be >= 0 (0 = no limit), got {args.max_minutes}")
+    gen_cfg = GeneratorConfig.full() if args.preset == "full" else GeneratorConfig.live()
+    cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, gan_start=args.gan_start,
+                      val_every=args.val_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes,
+                      seed=args.seed)
+    resolved = {"data": str(args.data), "run": str(args.run), "preset": args.preset, "threads": args.threads,
+                "train": dataclasses.asdict(cfg), "generator": dataclasses.asdict(gen_cfg)}
+    sys.stdout.write(json.dumps(resolved, indent=2) + "\n")
+    if args.dry_run:
+        return
+    train_pairs = GeneratorPairs(args.data, "train", crop_px=gen_cfg.crop_px, seed=args.seed)
+    val_pairs = GeneratorPairs(args.data, "val", crop_px=gen_cfg.crop_px, seed=args.seed, augment=False)
+    train(train_pairs, val_pairs, args.run, gen_cfg=gen_cfg, cfg=cfg, threads=args.threads)
+
+
 def _cmd_eval_syncformer(args: argparse.Namespace) -> None:
     from presenter.train.evaluate import evaluate_lipsync
 
@@ -65,6 +91,36 @@ def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None
                    help="train on the clips whose speech features are already cached")
     s.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
     s.set_defaults(func=_cmd_train_syncformer)
+
+    g = tsub.add_parser("generator", formatter_class=formatter, help="train the rewired mouth generator",
+                        description="Train the rewired style-based generator on mouth-window pairs (GAN identities' "
+                                    "graded mouth sequences and real portraits): L1, MS-SSIM, mouth-weighted L1, then "
+                                    "a non-saturating GAN with lazy R1. Validates the EMA generator (mouth-region PSNR/"
+                                    "SSIM, a PNG grid) and writes it to RUN/ema. Runs under torchrun for DDP; rerun "
+                                    "with the same --run to resume."
+                                    "\n\nExamples:\n  presenter train generator --max-minutes 60 --threads 2"
+                                    "\n  presenter train generator --data ~/.cache/presenter/mouth-prior-g1/sequences "
+                                    "--run runs/gen --dry-run"
+                                    "\n  torchrun --nproc_per_node 2 -m presenter train generator --preset full")
+    g.add_argument("--data", type=Path, default=home() / "mouth-prior-g1" / "sequences",
+                   help="sequences folder written by 'presenter data mouth-prior' (with index.json)")
+    g.add_argument("--run", type=Path, default=home() / "runs" / "generator-live",
+                   help="run folder (checkpoint.pt, losses.jsonl, val.jsonl, val/*.png, ema/)")
+    g.add_argument("--preset", choices=("live", "full"), default="live",
+                   help="network size: live (128 px, CPU) or full (256 px, GPU)")
+    g.add_argument("--steps", type=int, default=20000, help="total optimiser steps (a resumed run counts on)")
+    g.add_argument("--batch", type=int, default=8, help="pairs per step, per process")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (generator and discriminator)")
+    g.add_argument("--gan-start", type=int, default=2000,
+                   help="steps of pure reconstruction before the GAN terms start")
+    g.add_argument("--val-every", type=int, default=500, help="steps between validations")
+    g.add_argument("--ckpt-every", type=int, default=250, help="steps between checkpoints")
+    g.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop after this many minutes of training, with a checkpoint (0 = no limit)")
+    g.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
+    g.set_defaults(func=_cmd_train_generator)
 
     e = sub.add_parser("eval", help="measure trained networks", formatter_class=formatter)
     esub = e.add_subparsers(dest="eval_command", required=True, metavar="NETWORK")
