@@ -99,8 +99,10 @@ def default_encode() -> Encode:
     return torch_encode()
 
 
-def _window_features(windows: np.ndarray, cfg: FeatureConfig, encode: Encode) -> np.ndarray:
-    """Audio windows (K, window) -> features (K, F).
+def _window_features(windows: np.ndarray, cfg: FeatureConfig, encode: Encode,
+                     skip: np.ndarray | None = None, silence: np.ndarray | None = None) -> np.ndarray:
+    """Audio windows (K, window) -> features (K, F); windows flagged in skip (K,) bool get
+    `silence` (F,) instead of an encoder call.
 
     One encoder call per window (batch 1), in both the offline and the streaming path: batched
     matmuls round differently with the batch size, and one window at a time makes the two paths
@@ -111,6 +113,9 @@ def _window_features(windows: np.ndarray, cfg: FeatureConfig, encode: Encode) ->
     n = cfg.hop_samples // ENCODER_HOP
     out = np.zeros((len(windows), cfg.feat_dim), np.float32)
     for i, window in enumerate(windows):
+        if skip is not None and skip[i]:
+            out[i] = silence
+            continue
         own = encode(log_mel(window)[None])[0, first:first + n]   # (n, 384) of (window / 320, 384)
         out[i] = own.reshape(-1) if cfg.pool == "concat" else own.mean(axis=0)
     return out
@@ -136,6 +141,11 @@ def features_for_clip(audio16k: np.ndarray, cfg: FeatureConfig, *, n_frames: int
     return _window_features(windows, cfg, encode or default_encode())
 
 
+def silence_features(cfg: FeatureConfig, encode: Encode) -> np.ndarray:
+    """(F,) features of a window of digital silence."""
+    return _window_features(np.zeros((1, cfg.window_samples), np.float32), cfg, encode)[0]
+
+
 class StreamingFeatures:
     """Live features: `push` audio chunks of any size, get the frames that became ready.
 
@@ -143,9 +153,14 @@ class StreamingFeatures:
     stream, padding zeros, and returns the frames up to ceil(S / hop). Not thread-safe: one owner.
     """
 
-    def __init__(self, cfg: FeatureConfig, *, encode: Encode | None = None) -> None:
+    def __init__(self, cfg: FeatureConfig, *, encode: Encode | None = None,
+                 skip: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """skip: frame indices (k,) -> (k,) bool, frames whose encoder call may be saved (silence);
+        they get the features of an all-silent window instead."""
         self.cfg = cfg
         self._encode = encode or default_encode()
+        self._skip = skip
+        self._silence = None if skip is None else silence_features(cfg, self._encode)
         self._buf = np.zeros(cfg.left_pad_samples, np.float32)  # padded audio from frame `next_frame`'s window on
         self._n_audio = 0                                   # real samples received
         self.next_frame = 0                                 # index of the next frame to emit
@@ -178,7 +193,8 @@ class StreamingFeatures:
         if k == 0:
             return np.zeros((0, self.cfg.feat_dim), np.float32)
         windows = np.lib.stride_tricks.sliding_window_view(self._buf, window)[::hop][:k]   # (k, window)
-        feats = _window_features(windows, self.cfg, self._encode)
+        skip = None if self._skip is None else self._skip(np.arange(self.next_frame, self.next_frame + k))
+        feats = _window_features(windows, self.cfg, self._encode, skip, self._silence)
         self._buf = self._buf[k * hop:]
         self.next_frame += k
         return feats

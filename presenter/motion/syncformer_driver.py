@@ -5,6 +5,11 @@ SyncFormer runs over the last `receptive_frames` feature frames, which reproduce
 output exactly, and returns mesh displacements (F, V, 3) in cm from the avatar's closed-mouth
 rest. Displacements under REST_SNAP_CM everywhere are returned as exact zeros: the model says
 "rest", and the stream shows the idle frame as it is.
+
+Silence costs almost nothing: webrtcvad marks speech in 20 ms frames, and a video frame with no
+speech from SILENCE_MARGIN_S before its span to the end of its look-ahead skips the speech
+encoder and the SyncFormer (it is at rest; its feature slot holds the features of a silent
+window, so speech that follows sees a silent past).
 """
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ import numpy as np
 import torch
 
 from presenter.audio.features import Encode, StreamingFeatures
+from presenter.audio.vad import Vad
 from presenter.face.canonical import N_VERTICES
 from presenter.models.lipsync import LipSyncModel, load_lipsync
 
 REST_SNAP_CM = 0.05
+SILENCE_MARGIN_S = 0.3     # speech this close before a frame still runs the model (lips close after it)
 
 
 class SyncFormerDriver:
@@ -25,13 +32,16 @@ class SyncFormerDriver:
     label = "mouth: Style-SyncFormer"
 
     def __init__(self, model: LipSyncModel | None = None, *, encode: Encode | None = None,
-                 reference: np.ndarray | None = None) -> None:
+                 reference: np.ndarray | None = None, skip_silence: bool = True) -> None:
+        """skip_silence: save the model's work where webrtcvad hears no speech (see the module
+        docstring); False runs it on every frame, as offline evaluation does."""
         self.model = model if model is not None else load_lipsync()
         self.lookahead_s = self.model.feat_cfg.lookahead_s
         if encode is None:
             from presenter.engines.onnxruntime import whisper_encode
             encode = whisper_encode(1)
         self._encode = encode
+        self._skip_silence = skip_silence
         self.set_style(reference)
         self.reset()
 
@@ -44,29 +54,57 @@ class SyncFormerDriver:
                 self._style = self.model.style(torch.as_tensor(reference, dtype=torch.float32)[None])
 
     def reset(self) -> None:
-        self._features = StreamingFeatures(self.model.feat_cfg, encode=self._encode)
+        self._new_utterance()
         self._window = np.zeros((0, self.model.sync.cfg.feat_dim), np.float32)
 
+    def _new_utterance(self) -> None:
+        skip = self._silent if self._skip_silence else None
+        self._features = StreamingFeatures(self.model.feat_cfg, encode=self._encode, skip=skip)
+        self._vad = Vad()
+        self._voiced = np.zeros(0, bool)   # webrtcvad decisions (20 ms each) from decision _voiced_base on
+        self._voiced_base = 0
+
+    def _silent(self, frames: np.ndarray) -> np.ndarray:
+        """Video frame indices (k,) -> (k,) bool: no speech heard from SILENCE_MARGIN_S before each
+        frame's span to the end of its look-ahead (decisions not yet made count as silence)."""
+        cfg = self.model.feat_cfg
+        per_frame = cfg.hop_samples // self._vad.frame_samples
+        before = round(SILENCE_MARGIN_S * 1000) // 20
+        after = (cfg.hop_samples + cfg.lookahead_samples) // self._vad.frame_samples
+        c = np.concatenate([[0], np.cumsum(self._voiced)])
+        start = np.clip(frames * per_frame - before - self._voiced_base, 0, len(self._voiced))
+        end = np.clip(frames * per_frame + after - self._voiced_base, 0, len(self._voiced))
+        return c[end] == c[start]
+
     def push(self, audio: np.ndarray) -> np.ndarray:
-        return self._step(self._features.push(np.asarray(audio, np.float32).reshape(-1)))
+        audio = np.asarray(audio, np.float32).reshape(-1)
+        first = self._features.next_frame
+        if self._skip_silence:
+            # Decisions older than the margin before the next frame are never read again.
+            per_frame = self.model.feat_cfg.hop_samples // self._vad.frame_samples
+            drop = max(0, first * per_frame - round(SILENCE_MARGIN_S * 1000) // 20 - self._voiced_base)
+            self._voiced = np.concatenate([self._voiced[drop:], self._vad.push(audio)])
+            self._voiced_base += drop
+        return self._step(self._features.push(audio), first)
 
     def flush(self) -> np.ndarray:
-        out = self._step(self._features.flush())
-        window = self._window
-        self.reset()
-        self._window = window          # keep the past: the next utterance continues the same speaker
+        first = self._features.next_frame
+        out = self._step(self._features.flush(), first)
+        self._new_utterance()          # keep the window: the next utterance continues the same speaker
         return out
 
-    def _step(self, feats: np.ndarray) -> np.ndarray:
+    def _step(self, feats: np.ndarray, first: int) -> np.ndarray:
         k = len(feats)
         if k == 0:
             return np.zeros((0, N_VERTICES, 3), np.float32)
         keep = self.model.sync.cfg.receptive_frames - 1
         self._window = np.concatenate([self._window, feats])[-(keep + k):]
+        silent = self._silent(np.arange(first, first + k)) if self._skip_silence else np.zeros(k, bool)
+        if silent.all():
+            return np.zeros((k, N_VERTICES, 3), np.float32)
         with torch.inference_mode():
             x = torch.from_numpy(self._window)[None]
             coeffs = self.model.sync.coefficients(x, self._style)[0, -k:]          # (k, K)
             disp = (coeffs @ self.model.sync.basis).view(k, N_VERTICES, 3).numpy().copy()
-        still = np.abs(disp).max(axis=(1, 2)) < REST_SNAP_CM
-        disp[still] = 0.0
+        disp[(np.abs(disp).max(axis=(1, 2)) < REST_SNAP_CM) | silent] = 0.0
         return disp
