@@ -222,7 +222,8 @@ async def whip_publish(url: str, mic: WavMicrophone) -> tuple[RTCPeerConnection,
 
 def test_whip_publisher_drives_the_viewer_program(live_pipeline, speech_wav) -> None:
     """WHIP ingest: 201 + Location and an SDP answer; a receive-only viewer sees the
-    publisher's presenter with the mouth moving; DELETE ends it (then 404), and the viewer
+    publisher's presenter with the mouth moving; PATCH (trickle ICE) gets 405 + Allow; DELETE
+    ends it (then 404), and the viewer
     keeps receiving the idle presenter, its frame numbers rising throughout."""
     p = live_pipeline
 
@@ -238,17 +239,24 @@ def test_whip_publisher_drives_the_viewer_program(live_pipeline, speech_wav) -> 
             await asyncio.sleep(speech_wav.duration_s + 0.5)
             n_whip = viewer.frames()
             async with aiohttp.ClientSession() as http:
+                trickle = {"Content-Type": "application/trickle-ice-sdpfrag"}
+                async with http.patch(srv.url + location, data=b"a=ice-ufrag:x\r\n", headers=trickle) as r:
+                    patched = r.status, r.headers.get("Allow"), len(srv.app[HUB].sessions)
                 async with http.delete(srv.url + location) as r:
                     assert r.status == 200
+                async with http.patch(srv.url + location, data=b"", headers=trickle) as r:
+                    patched_gone = r.status
                 async with http.delete(srv.url + location) as r:
                     assert r.status == 404
             await until(lambda: viewer.frames() >= n_whip + 15, 30, "the idle program after DELETE")
             m = await srv.metrics()
             await pub.close()
             await viewer.close()
-            return viewer, n_idle, n_whip, m
+            return viewer, n_idle, n_whip, m, patched, patched_gone
 
-    viewer, n_idle, n_whip, m = asyncio.run(main())
+    viewer, n_idle, n_whip, m, patched, patched_gone = asyncio.run(main())
+    # No trickle ICE or ICE restart: PATCH gets 405 with the allowed method (RFC 9725), the session lives on.
+    assert patched == (405, "DELETE", 2) and patched_gone == 404
     d = idle_distance(p, viewer.seen.video)
     assert d[:n_idle].max() < 10                          # the idle program runs before any source
     assert d[n_idle:n_whip].max() > 14                     # the publisher's speech moves the mouth
@@ -380,7 +388,7 @@ def test_max_sessions_refuses_with_503_retry_after_and_frees_on_delete(live_pipe
     (The session's stats and barge-in endpoints answer while it is open.)"""
 
     async def main():
-        async with serving(live_pipeline, max_sessions=1) as srv:
+        async with serving(live_pipeline, max_sessions=1, reclaim_grace_s=60) as srv:
             sdp = await offer_sdp()
             first = await post(f"{srv.url}/offer", json_body={"sdp": sdp, "type": "offer"})
             second = await post(f"{srv.url}/offer", json_body={"sdp": sdp, "type": "offer"})
@@ -399,6 +407,73 @@ def test_max_sessions_refuses_with_503_retry_after_and_frees_on_delete(live_pipe
     assert first[0] == 200 and third[0] == 200 and deleted == 200
     assert second[0] == 503 and int(second[1]["Retry-After"]) > 0
     assert m['presenter_requests_rejected_total{reason="busy"}'] == 1
+
+
+def test_reconnect_storm_reclaims_never_connected_places_and_spares_connected_ones(live_pipeline) -> None:
+    """A page reloaded again and again: offers whose peers never connect fill the places, yet each
+    new offer after the grace gets one (the oldest unconnected session is reclaimed), a real
+    client still gets in, and a connected session is never evicted: with every place held by a
+    connected peer, a newcomer is refused."""
+    grace_s = 0.4
+
+    async def main():
+        async with serving(live_pipeline, max_sessions=2, reclaim_grace_s=grace_s) as srv:
+            mic = WavMicrophone(np.zeros(4800, np.float32), 48000)
+            async with Client(srv.url, mic) as first:
+                await first.wait_connected(30)
+                storm = []
+                for _ in range(8):                        # the page reloads; its peers never connect
+                    await asyncio.sleep(grace_s + 0.1)
+                    status, _, body = await post(f"{srv.url}/offer", json_body={"sdp": await offer_sdp(),
+                                                                               "type": "offer"})
+                    storm.append(status)
+                await asyncio.sleep(grace_s + 0.1)
+                async with Client(srv.url, WavMicrophone(np.zeros(4800, np.float32), 48000)) as second:
+                    await second.wait_connected(30)
+                    await asyncio.sleep(grace_s + 0.1)
+                    full = await post(f"{srv.url}/offer", json_body={"sdp": await offer_sdp(), "type": "offer"})
+                    ids = set(srv.app[HUB].sessions)
+                    alive = (first.session_id in ids, second.session_id in ids)
+                    m = await srv.metrics()
+            return storm, full, alive, m
+
+    storm, full, alive, m = asyncio.run(main())
+    assert storm == [200] * 8, storm
+    assert alive == (True, True)
+    assert full[0] == 503 and int(full[1]["Retry-After"]) > 0
+    assert m['presenter_sessions_ended_total{kind="presenter",reason="reclaimed"}'] == 8
+    assert m['presenter_requests_rejected_total{reason="busy"}'] == 1
+
+
+def test_audio_jitter_buffer_is_shortened_on_the_pinned_aiortc() -> None:
+    """aiortc is pinned to the version whose private receive jitter buffer we replace, and on it
+    the replacement takes: one packet of prefetch instead of four (60 ms less latency)."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    from aiortc.jitterbuffer import JitterBuffer
+
+    from presenter.server.sessions import (AUDIO_JITTER_CAPACITY, AUDIO_JITTER_PREFETCH, JITTER_BUFFER_ATTR,
+                                           shorten_audio_jitter_buffer)
+
+    serve = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pin = next(r for r in serve["project"]["optional-dependencies"]["serve"] if r.startswith("aiortc"))
+    assert pin == f"aiortc=={importlib.metadata.version('aiortc')}", pin
+
+    async def main():
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+        before = getattr(receiver, JITTER_BUFFER_ATTR)
+        applied = shorten_audio_jitter_buffer(receiver)
+        after = getattr(receiver, JITTER_BUFFER_ATTR)
+        await pc.close()
+        return before, applied, after
+
+    before, applied, after = asyncio.run(main())
+    assert isinstance(before, JitterBuffer) and before._prefetch == 4       # aiortc's default: 80 ms held
+    assert applied and isinstance(after, JitterBuffer)
+    assert after.capacity == AUDIO_JITTER_CAPACITY and after._prefetch == AUDIO_JITTER_PREFETCH
 
 
 def test_unconnected_session_is_closed_after_the_connect_timeout(live_pipeline) -> None:

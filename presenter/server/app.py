@@ -8,6 +8,7 @@ Routes (all JSON unless said otherwise):
     POST   /view                  {sdp, type} -> {sdp, type, session}: receive-only, the program
     POST   /whip                  application/sdp -> 201, Location, answer SDP (RFC 9725 ingest)
     DELETE /whip/<id>, /session/<id>                 end a session
+    PATCH  /whip/<id>             405 + Allow: DELETE (no trickle ICE or ICE restart; RFC 9725 allows this)
     GET    /session/<id>          the session's live numbers (fps, latency, reused frames, ...)
     POST   /session/<id>/interrupt                   barge-in: back to idle within one frame
     GET    /healthz               liveness and counts  GET /metrics  Prometheus text
@@ -72,7 +73,8 @@ def build_app(config: ServerConfig, *, pipeline: Pipeline | None = None) -> web.
             pipe = await asyncio.get_running_loop().run_in_executor(pool, load_pipeline, config.avatar, config.engine)
         app[HUB] = Hub(pipe, pool, metrics, HubConfig(
             max_sessions=config.max_sessions, max_viewers=config.max_viewers,
-            connect_timeout_s=config.connect_timeout_s, loopback_only=config.loopback, buffer_s=config.buffer_s))
+            connect_timeout_s=config.connect_timeout_s, reclaim_grace_s=config.reclaim_grace_s,
+            loopback_only=config.loopback, buffer_s=config.buffer_s))
         app[STARTED] = time.monotonic()
 
     async def shutdown(app: web.Application) -> None:
@@ -96,6 +98,7 @@ def build_app(config: ServerConfig, *, pipeline: Pipeline | None = None) -> web.
     r.add_post("/view", _json_offer("viewer"))
     r.add_post("/whip", _whip)
     r.add_delete("/whip/{id}", _delete)
+    r.add_patch("/whip/{id}", _whip_patch)
     r.add_delete("/session/{id}", _delete)
     r.add_get("/session/{id}", _session_stats)
     r.add_post("/session/{id}/interrupt", _interrupt)
@@ -221,6 +224,15 @@ async def _delete(request: web.Request) -> web.Response:
     session = _find(request)
     await request.app[HUB].end(session, "deleted")
     return web.Response(status=200)
+
+
+async def _whip_patch(request: web.Request) -> web.Response:
+    """Trickle ICE and ICE restarts (RFC 9725 section 4.3) are not supported: the answer carries every
+    candidate at once. A server without them answers PATCH with 405 and the methods it allows."""
+    _find(request)
+    return web.Response(status=405, headers={"Allow": "DELETE"},
+                        text="this WHIP server supports neither trickle ICE nor ICE restarts: all candidates "
+                             "are in the SDP answer; end the session with DELETE\n")
 
 
 async def _session_stats(request: web.Request) -> web.Response:

@@ -15,7 +15,8 @@ class ServerConfig:
     max_sessions: int = 4           # presenter + WHIP sessions at once
     max_viewers: int = 16
     token: str | None = None        # required off loopback
-    connect_timeout_s: float = 15.0
+    connect_timeout_s: float = 15.0  # a peer not connected by then is closed
+    reclaim_grace_s: float = 2.0    # at a limit, a peer not connected after this long gives its place up
     workers: int = 2                # worker threads for motion and rendering (<= cores)
     buffer_s: float | None = None   # audio delay before playback (None: from the driver's look-ahead)
 

@@ -6,15 +6,21 @@ Kinds:
 - viewer: receive-only. Gets the program (OBS Browser Source, the viewer page).
 
 `Hub.end(session, reason)` is the only way a session ends: on `failed` or `closed`, when it is
-not connected within `connect_timeout_s`, on DELETE, on a media error and at shutdown. It
-cancels the session's tasks, stops its tracks, closes its stream and its peer connection,
-and counts the ending in metrics.
+not connected within `connect_timeout_s`, on DELETE, on a media error, when its place is
+reclaimed and at shutdown. It cancels the session's tasks, stops its tracks, closes its stream
+and its peer connection, and counts the ending in metrics.
+
+Reconnect storms: a page reloaded again and again leaves sessions whose peers never connect,
+each holding a place until its connect timeout. So when a limit is reached, sessions that have
+not connected after `reclaim_grace_s` are ended (oldest first, reason "reclaimed") to make
+room before a newcomer is refused. A connected session is never reclaimed.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +53,7 @@ class HubConfig:
     max_sessions: int = 4           # presenter + WHIP sessions at once; more get 503
     max_viewers: int = 16           # receive-only viewers at once; more get 503
     connect_timeout_s: float = 15.0  # a peer not connected by then is closed
+    reclaim_grace_s: float = 2.0    # at a limit, a session not connected after this long gives its place up
     loopback_only: bool = True      # media only over 127.0.0.1 (server bound to loopback)
     buffer_s: float | None = None   # audio delay before playback (None: Pipeline.audio_delay_s)
 
@@ -65,6 +72,7 @@ class Session:
         self.video_out: FeedTrack | None = None
         self.audio_out: FeedTrack | None = None
         self.connected = asyncio.Event()
+        self.created = time.monotonic()
         self.closed = False
         self._tasks: set[asyncio.Task] = set()
 
@@ -110,13 +118,28 @@ class Hub:
     def count(self, *kinds: str) -> int:
         return sum(1 for s in self.sessions.values() if s.kind in kinds)
 
-    def _admit(self, kind: str) -> None:
-        if kind == "viewer" and self.count("viewer") >= self.cfg.max_viewers:
+    async def _admit(self, kind: str) -> None:
+        """Make room for a `kind` session or raise Busy: at the limit, reclaim a never-connected one."""
+        if kind == "viewer":
+            kinds, limit = ("viewer",), self.cfg.max_viewers
+            full = f"all {limit} viewer places are taken"
+        else:
+            kinds, limit = INGEST_KINDS, self.cfg.max_sessions
+            full = f"the server is at its limit of {limit} sessions"
+        if self.count(*kinds) >= limit:
+            await self._reclaim(kinds, self.count(*kinds) - limit + 1)
+        if self.count(*kinds) >= limit:
             self.metrics.rejected.labels("busy").inc()
-            raise Busy(f"all {self.cfg.max_viewers} viewer places are taken")
-        if kind in INGEST_KINDS and self.count(*INGEST_KINDS) >= self.cfg.max_sessions:
-            self.metrics.rejected.labels("busy").inc()
-            raise Busy(f"the server is at its limit of {self.cfg.max_sessions} sessions")
+            raise Busy(full)
+
+    async def _reclaim(self, kinds: tuple[str, ...], n: int) -> None:
+        """End up to n sessions of `kinds` that have not connected within the grace, oldest first."""
+        now = time.monotonic()
+        stale = sorted((s for s in self.sessions.values() if s.kind in kinds and not s.connected.is_set()
+                        and now - s.created >= self.cfg.reclaim_grace_s), key=lambda s: s.created)
+        for s in stale[:n]:
+            log.info("%r: not connected after %.1f s; its place goes to a newcomer", s, now - s.created)
+            await self.end(s, "reclaimed")
 
     @property
     def buffer_s(self) -> float:
@@ -135,7 +158,7 @@ class Hub:
         Raises UserError (400) for a bad offer and Busy (503) beyond the limits."""
         sdp = check_offer(sdp, sdp_type, need_send_audio=kind in INGEST_KINDS,
                           need_recv_video=kind in ("presenter", "viewer"), loopback_only=self.cfg.loopback_only)
-        self._admit(kind)
+        await self._admit(kind)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         s = Session(kind, pc)
         self.sessions[s.id] = s
@@ -273,17 +296,24 @@ def _offer_both(s: Session, video, audio) -> None:
         s.audio_out.offer(audio)
 
 
-def shorten_audio_jitter_buffer(receiver: RTCRtpReceiver) -> None:
+# aiortc has no public setting for the receive jitter buffer: it lives in this private attribute
+# of RTCRtpReceiver. aiortc is pinned (==1.16.0) for it, and tests/test_server.py checks both the
+# pin and the attribute, so an upgrade fails a test instead of silently adding 60 ms.
+JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+
+
+def shorten_audio_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
     """aiortc 1.16 holds received audio until 4 newer packets are in (80 ms at 20 ms packets) to
     put reordered packets back in order. The presenter stream buffers audio itself, so hold one
     packet: a packet reordered by more than that is dropped (rare on loopback and LANs), and
-    mic-to-screen latency drops by ~60 ms (measured in tests/test_browser.py). Call it from the
-    "track" event, before media flows; aiortc is pinned (==1.16.0) because this reaches inside it."""
-    attr = "_RTCRtpReceiver__jitter_buffer"
-    if isinstance(getattr(receiver, attr, None), JitterBuffer):
-        setattr(receiver, attr, JitterBuffer(capacity=AUDIO_JITTER_CAPACITY, prefetch=AUDIO_JITTER_PREFETCH))
-    else:
-        log.warning("aiortc's receiver has no %s: the audio jitter buffer keeps its default (+60 ms)", attr)
+    mic-to-screen latency drops by ~60 ms. Call it from the "track" event, before media flows.
+    -> True if shortened, False (logged) if this aiortc keeps its buffer elsewhere."""
+    if isinstance(getattr(receiver, JITTER_BUFFER_ATTR, None), JitterBuffer):
+        setattr(receiver, JITTER_BUFFER_ATTR, JitterBuffer(capacity=AUDIO_JITTER_CAPACITY,
+                                                           prefetch=AUDIO_JITTER_PREFETCH))
+        return True
+    log.warning("aiortc's receiver has no %s: the audio jitter buffer keeps its default (+60 ms)", JITTER_BUFFER_ATTR)
+    return False
 
 
 async def _drain(track: MediaStreamTrack) -> None:
