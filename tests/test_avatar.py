@@ -42,6 +42,22 @@ def test_pack_is_complete(astronaut_pack: Path) -> None:
     assert not list(astronaut_pack.parent.glob(".*tmp")), "no temporary folder left behind"
 
 
+def test_smiling_portrait_records_its_gap_and_seals_when_commanded(astronaut_pack: Path, hopper: np.ndarray,
+                                                                 tmp_path: Path) -> None:
+    """The astronaut smiles with parted lips; the pack records that rest gap, and a closed command
+    drawn by the baseline renderer reads as sealed lips to the landmarker (<= 0.03 eye distance),
+    on her and on another portrait."""
+    from presenter.offline.judge import SEALED_MAX
+
+    gaps = load_pack(astronaut_pack).manifest["lip_gap"]
+    assert gaps["rest"] > 2 * SEALED_MAX, gaps              # her own photo: lips apart, teeth showing
+    assert gaps["sealed"] <= SEALED_MAX, gaps
+    src = tmp_path / "hopper.png"
+    cv2.imwrite(str(src), hopper[..., ::-1])
+    assert main(["avatar", "create", "--image", str(src), "-o", str(tmp_path / "hopper")]) == 0
+    assert load_pack(tmp_path / "hopper").manifest["lip_gap"]["sealed"] <= SEALED_MAX
+
+
 @pytest.mark.parametrize("size", [128, 256])
 def test_guidance_overlaps_detected_face(astronaut_pack: Path, size: int) -> None:
     """The pack's mesh guidance, drawn over its crops, covers the face that the landmarker finds

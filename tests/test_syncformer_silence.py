@@ -1,14 +1,14 @@
 """The live SyncFormer driver skips its work in silence and loses nothing in speech.
 
-The shipped model on espeak-ng phrases separated by 0.9 s of silence (the live tests' microphone
-signal), fed in 20 ms chunks as WebRTC delivers it.
+The shipped model on espeak-ng phrases separated by 1.6 s of silence, fed in 20 ms chunks as
+WebRTC delivers it.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from presenter.audio.io import read_wav, resample
+from presenter.server.client import speech_phrases
 from presenter.motion.syncformer_driver import SILENCE_MARGIN_S, SyncFormerDriver
 
 
@@ -34,27 +34,27 @@ def drive(one_torch_thread):
     return run
 
 
-def test_silence_skips_the_encoder_and_rests_while_speech_is_unchanged(drive, speech_wav) -> None:
-    """Most of the encoder calls in the silent gaps are saved; frames well inside a gap are exact
-    rest; in speech the mouth opening matches the driver that runs on every frame."""
-    pcm, rate = read_wav(speech_wav.path)
-    audio = resample(pcm, rate, 16000)
+def test_silence_skips_the_encoder_and_rests_while_speech_is_unchanged(drive) -> None:
+    """Most of the encoder calls in the silent gaps are saved; frames well inside a gap (webrtcvad
+    holds speech ~0.2 s past its end, then the margin) are exact rest; in speech the mouth
+    opening matches the driver that runs on every frame."""
+    audio, speech = speech_phrases(gap_s=1.6, rate=16000)
     full, calls_full = drive(audio, skip=False)
     lean, calls_lean = drive(audio, skip=True)
     assert full.shape == lean.shape
     assert calls_full == len(full)
-    silent_s = sum(b - a for a, b in zip([0.0] + [e for _, e in speech_wav.speech], [s for s, _ in speech_wav.speech]))
+    silent_s = sum(b - a for a, b in zip([0.0] + [e for _, e in speech], [s for s, _ in speech]))
     assert calls_lean < calls_full - 0.6 * silent_s * 25, (calls_lean, calls_full)
 
     t = (np.arange(len(full)) + 0.5) * 0.04
     gap = np.zeros(len(t), bool)
-    for (_, end), (start, _) in zip(speech_wav.speech[:-1], speech_wav.speech[1:]):
-        gap |= (t > end + SILENCE_MARGIN_S + 0.1) & (t < start - 0.2)
-    assert gap.sum() >= 10
+    for (_, end), (start, _) in zip(speech[:-1], speech[1:]):
+        gap |= (t > end + SILENCE_MARGIN_S + 0.3) & (t < start - 0.2)
+    assert gap.sum() >= 30
     assert np.all(lean[gap] == 0)
 
     speaking = np.zeros(len(t), bool)
-    for a, b in speech_wav.speech:
+    for a, b in speech:
         speaking |= (t > a + 0.1) & (t < b)
     open_full = np.abs(full[speaking]).max(axis=(1, 2))
     open_lean = np.abs(lean[speaking]).max(axis=(1, 2))

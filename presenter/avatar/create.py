@@ -15,12 +15,13 @@ from presenter.avatar.idle import IdleMotion, idle_meshes
 from presenter.avatar.pack import CROP_SIZES, FORMAT, VERSION, AvatarPack, load_pack, write_pack
 from presenter.errors import UserError
 from presenter.face.align import align_transform, crop, warp_points
-from presenter.face.canonical import LEFT_EYE_LOWER, LEFT_EYE_UPPER
+from presenter.face.canonical import LEFT_EYE_LOWER, LEFT_EYE_UPPER, N_VERTICES
 from presenter.face.fit import FittedFace, fit_face, fit_points, neutral_mesh, pose_mesh
 from presenter.face.landmarker import MODEL_SHA256, FaceLandmarker, FaceObservation
 from presenter.face.masks import face_mask, mouth_mask
 from presenter.face.smoothing import OneEuroFilter
 from presenter.face.warp import warp_image
+from presenter.offline.judge import SEALED_MAX
 from presenter.paths import home
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,29 @@ def _assemble(frames: np.ndarray, fitted: list[FittedFace], source: dict, attrib
         "crop_sizes": list(CROP_SIZES), "reference_indices": refs, "loop": loop,
         "landmarker_sha256": MODEL_SHA256, "notes": notes,
     }
+    manifest["lip_gap"] = _lip_gaps(AvatarPack(out, manifest, frames, face, crops), refs)
+    if manifest["lip_gap"]["sealed"] > SEALED_MAX:
+        why = (f"a closed mouth drawn by the baseline renderer still reads as parted lips "
+               f"(inner-lip gap {manifest['lip_gap']['sealed']:.3f} of the eye distance, sealed is <= {SEALED_MAX}): "
+               "p/b/m will not look sealed on this avatar; a portrait with a calmer mouth, or the generator "
+               "renderer, does better")
+        log.warning("%s: %s", out, why)
+        notes.append(why)
     return write_pack(out, manifest, frames, face, crops, _preview(frames, crops[256], refs), force=force)
+
+
+def _lip_gaps(pack: AvatarPack, frames: list[int]) -> dict[str, float]:
+    """The landmarker's inner-lip gap (eye-distance units, DESIGN.md 7b) on the pack's own idle
+    frames ("rest") and with the mouth commanded shut by the baseline renderer ("sealed"),
+    medians over `frames`."""
+    from presenter.offline.judge import mouth_openings
+    from presenter.render.warp_baseline import WarpBaselineRenderer
+
+    renderer = WarpBaselineRenderer(pack)
+    shut = np.zeros((N_VERTICES, 3), np.float32)              # no displacement from the closed rest
+    rest = mouth_openings(pack.frames[i] for i in frames)
+    sealed = mouth_openings(renderer.render(i, shut) for i in frames)
+    return {"rest": round(float(np.nanmedian(rest)), 4), "sealed": round(float(np.nanmedian(sealed)), 4)}
 
 
 def _preview(frames: np.ndarray, c256: dict[str, np.ndarray], refs: list[int]) -> np.ndarray:

@@ -3,8 +3,9 @@
 Speech features stream in (presenter.audio.features, ONNX Runtime encoder by default); the
 SyncFormer runs over the last `receptive_frames` feature frames, which reproduces its offline
 output exactly, and returns mesh displacements (F, V, 3) in cm from the avatar's closed-mouth
-rest. Displacements under REST_SNAP_CM everywhere are returned as exact zeros: the model says
-"rest", and the stream shows the idle frame as it is.
+rest. Exact zeros mean "rest": the stream shows the avatar's idle frame as it is (which may
+smile with parted lips). So only frames in silence are snapped to zeros; in speech a sealed
+mouth (p/b/m) is a small non-zero displacement and is rendered, lips closed.
 
 Silence costs almost nothing: webrtcvad marks speech in 20 ms frames, and a video frame with no
 speech from SILENCE_MARGIN_S before its span to the end of its look-ahead skips the speech
@@ -21,7 +22,7 @@ from presenter.audio.vad import Vad
 from presenter.face.canonical import N_VERTICES
 from presenter.models.lipsync import LipSyncModel, load_lipsync
 
-REST_SNAP_CM = 0.05
+REST_SNAP_CM = 0.05        # without VAD, frames whose displacement stays under this are at rest
 SILENCE_MARGIN_S = 0.3     # speech this close before a frame still runs the model (lips close after it)
 
 
@@ -106,5 +107,8 @@ class SyncFormerDriver:
             x = torch.from_numpy(self._window)[None]
             coeffs = self.model.sync.coefficients(x, self._style)[0, -k:]          # (k, K)
             disp = (coeffs @ self.model.sync.basis).view(k, N_VERTICES, 3).numpy().copy()
-        disp[(np.abs(disp).max(axis=(1, 2)) < REST_SNAP_CM) | silent] = 0.0
+        if self._skip_silence:
+            disp[silent] = 0.0
+        else:                          # no VAD: a frame the model puts at rest counts as silence
+            disp[np.abs(disp).max(axis=(1, 2)) < REST_SNAP_CM] = 0.0
         return disp
