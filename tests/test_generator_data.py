@@ -21,7 +21,7 @@ from presenter.train.generator_data import (CACHE_NAME, GeneratorPairs, describe
                                             wide_open_mesh)
 
 K = 4                                    # frames per fake sequence
-SPLIT_OF = {"astro": "train", "grace": "test"}
+SPLIT_OF = {"astro": "train", "grace": "test", "astro_cut": "val"}   # astro_cut: the frame ends under the chin
 
 
 def _fake_sequence(image: np.ndarray, verts_px: np.ndarray) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
@@ -54,15 +54,20 @@ def _fake_sequence(image: np.ndarray, verts_px: np.ndarray) -> tuple[dict[str, n
 
 @pytest.fixture(scope="module")
 def sequences(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray, hopper: np.ndarray) -> Path:
-    """A two-identity sequences folder (astro: train, grace: test) in the mouth prior's format."""
+    """A sequences folder in the mouth prior's format: astro (train), grace (test), and in val astro_cut,
+    whose frames end 10 px under the sealed chin as many GAN frames do."""
     from presenter.face.fit import fit_face
     from presenter.face.landmarker import FaceLandmarker
 
     root = tmp_path_factory.mktemp("prior") / "sequences"
     root.mkdir()
     with FaceLandmarker("image") as lm:
-        for ident, image in (("astro", astronaut), ("grace", hopper)):
-            seq, frames = _fake_sequence(image, fit_face(lm.detect(image)[0]).verts_px)
+        fits = {name: fit_face(lm.detect(image)[0]).verts_px for name, image in (("astro", astronaut),
+                                                                                ("grace", hopper))}
+        cut = int(fits["astro"][CHIN, 1]) + 10
+        for ident, image, verts in (("astro", astronaut, fits["astro"]), ("grace", hopper, fits["grace"]),
+                                    ("astro_cut", np.ascontiguousarray(astronaut[:cut]), fits["astro"])):
+            seq, frames = _fake_sequence(image, verts)
             (root / ident).mkdir()
             np.savez_compressed(root / ident / "seq.npz", **seq)
             for k, f in enumerate(frames):
@@ -147,6 +152,21 @@ def test_mask_covers_lips_and_dropped_jaw_and_spares_the_border(sequences: Path)
         assert sub[1] - 10 <= top <= sub[1] + 2, (top, sub)
 
 
+def test_mask_is_zero_where_the_window_leaves_the_frame(sequences: Path) -> None:
+    """Rows under the frame's bottom edge (replicated border in the target) are never painted; rows above are."""
+    ds = GeneratorPairs(sequences, "val", augment=False)
+    seq = _seq(sequences, "astro_cut")
+    height = int(cv2.imread(str(sequences / "astro_cut" / "frame_00.jpg")).shape[0])
+    x0, y0, _ = MOUTH_WINDOW_256
+    for i in range(len(ds)):
+        inv = cv2.invertAffineTransform(seq["align_256"][ds.plan(i).target_frame])
+        frame_y = inv[1, 0] * (64 + x0) + inv[1, 1] * (np.arange(128) + y0) + inv[1, 2]   # window column 64
+        mask = ds[i]["mask"][0].numpy()
+        outside = frame_y > height - 0.5
+        assert outside.sum() > 5 and mask[outside, 64].max() == 0
+        assert mask[np.flatnonzero(frame_y < height - 8)[-1], 64] > 0.9
+
+
 def test_weight_is_high_on_the_lips_only(sequences: Path) -> None:
     ds = GeneratorPairs(sequences, "train", augment=False, portrait_share=0.0)
     w = ds[0]["weight"][0].numpy()
@@ -208,13 +228,13 @@ def test_portrait_pairs_reconstruct_with_another_augmentation(sequences: Path) -
 
 def test_splits_keep_test_identities_and_hopper_out_of_train(sequences: Path) -> None:
     """Test identities and the Hopper portrait appear only in test; the astronaut only in train."""
-    assert identities_by_split(sequences) == {"train": ["astro"], "val": [], "test": ["grace"]}
+    assert identities_by_split(sequences) == {"train": ["astro"], "val": ["astro_cut"], "test": ["grace"]}
     plans = {s: [GeneratorPairs(sequences, s, portrait_share=0.2).plan(i)
                  for i in range(len(GeneratorPairs(sequences, s, portrait_share=0.2)))] for s in ("train", "test")}
     assert {p.identity for p in plans["train"]} == {"astro", "astronaut"}
     assert {p.identity for p in plans["test"]} == {"grace", "hopper"}
     counts = describe(sequences, portrait_share=0.2)
-    assert counts["val"]["pairs"] == 0 and counts["train"]["sequence_pairs"] == K
+    assert counts["val"]["portrait_pairs"] == 0 and counts["train"]["sequence_pairs"] == K
     assert counts["test"]["portraits"] == ["hopper"]
 
 
@@ -228,7 +248,7 @@ def test_cache_is_rebuilt_when_the_index_changes(sequences: Path, tmp_path: Path
     index = json.loads((root / "index.json").read_text())
     index["sequences"][1]["split"] = "val"
     (root / "index.json").write_text(json.dumps(index))
-    assert GeneratorPairs(root, "val").describe()["identities"] == 1
+    assert GeneratorPairs(root, "val").describe()["identities"] == 2
     assert (root / CACHE_NAME).stat().st_mtime_ns != first
     assert not list(root.glob(".*.tmp.npz"))
 

@@ -5,7 +5,10 @@ A pair is built in the generator's window (`presenter.face.align.MOUTH_WINDOW_25
   target     a frame of an identity's graded sequence (sealed ... wide open)
   guidance   that frame's fitted mesh drawn by `presenter.face.guidance.render_guidance`
   mask       where the generator paints: the lower face of the target's mesh and of the same face with
-             the jaw fully dropped (`wide_open_mesh`), feathered, zero at the window border
+             the jaw fully dropped (`wide_open_mesh`), feathered, zero at the window border and where
+             the window lies outside the source frame (the GAN's 512 px frames end under the chin: the
+             bottom 12-17 rows of every window are the frame's last row replicated; outside the mask
+             the target is copied, so those rows cost no loss)
   reference  another frame of the same identity, at a different opening (teeth, lips, skin)
   weight     loss weight: 1, plus LIP_WEIGHT inside the target's outer-lip polygon grown LIP_GROW_PX
 A share of the pairs (`portrait_share`) are self-reconstructions of the shipped real portraits: the
@@ -52,7 +55,7 @@ from presenter.face.masks import mouth_mask
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "gen_cache_128.npz"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CACHE_MARGIN_PX = 8        # cached patches extend the window this far on each side (augmentation room)
 CACHE_JPEG_QUALITY = 95    # of the cached patches; the frames themselves are JPEG 95
 AUG_GEOMETRY = 0.04        # scale 1 +- this, shift +- this of the window side
@@ -63,6 +66,7 @@ LIP_WEIGHT = 4.0           # extra loss weight inside the outer lips
 LIP_GROW_PX = 3            # outer-lip polygon grown by this (window pixels) for the weight map
 EDGE_TAPER_PX = 4          # the mask falls to 0 over this many pixels at the window border; small, because a
                            # dropped chin comes within 9 px of the window's bottom edge
+OUTSIDE_FEATHER_PX = 2     # the mask fades to 0 over this many pixels before the frame's edge
 MIN_REFERENCE_GAP_CM = 0.3  # a reference opening differs from the target's by at least this, when one does
 PORTRAIT_SPLITS = {"astronaut": "train", "hopper": "test"}   # the shipped real portraits and their split
 WIDE_OPEN_JAW = 1.0        # `presenter.motion.mouth` jaw command of the mask's wide-open mesh (2.2 cm drop)
@@ -140,7 +144,7 @@ def _portrait_arrays() -> dict[str, np.ndarray]:
     from presenter.face.fit import fit_face
     from presenter.face.landmarker import FaceLandmarker
 
-    names, patches, verts, opens = [], [], [], []
+    names, patches, verts, opens, to_window, sizes = [], [], [], [], [], []
     with FaceLandmarker("image") as lm:
         for name, image in _portrait_images().items():
             faces = lm.detect(np.ascontiguousarray(image))
@@ -153,8 +157,18 @@ def _portrait_arrays() -> dict[str, np.ndarray]:
             patches.append(_window_patch(image, m))
             verts.append(to_mouth_window(v256))
             opens.append(to_mouth_window(wide_open_mesh(v256)))
+            to_window.append(_frame_to_window(m))
+            sizes.append(image.shape[:2])
     return {"portrait_names": np.array(names), "portrait_patches": np.stack(patches),
-            "portrait_verts": np.stack(verts), "portrait_open_verts": np.stack(opens)}
+            "portrait_verts": np.stack(verts), "portrait_open_verts": np.stack(opens),
+            "portrait_to_window": np.stack(to_window), "portrait_frame_hw": np.array(sizes, np.int32)}
+
+
+def _frame_to_window(align_256: np.ndarray) -> np.ndarray:
+    """(2, 3) frame pixels -> window pixels."""
+    m = np.asarray(align_256, np.float32).copy()
+    m[:, 2] -= np.array(MOUTH_WINDOW_256[:2], np.float32)
+    return m
 
 
 def _encode(patch: np.ndarray) -> bytes:
@@ -180,7 +194,7 @@ def build_cache(sequences_root: str | Path, *, progress: bool = False) -> Path:
         ids += members
         splits += [split] * len(members)
     blobs: list[bytes] = []
-    verts, opens, found, opening = [], [], [], []
+    verts, opens, found, opening, to_window, sizes = [], [], [], [], [], []
     n_frames = None
     for ident in tqdm(ids, desc="generator cache", unit="id", disable=not progress):
         with np.load(root / ident / "seq.npz") as z:
@@ -196,6 +210,7 @@ def build_cache(sequences_root: str | Path, *, progress: bool = False) -> Path:
                 raise UserError(f"{root / ident / f'frame_{i:02d}.jpg'} is missing or damaged; rerun "
                                 "'presenter data mouth-prior' with the same options to restore it")
             blobs.append(_encode(_window_patch(bgr[..., ::-1], seq["align_256"][i])))
+        sizes.append(bgr.shape[:2])
         ok = seq["found"].astype(bool)
         verts.append(to_mouth_window(seq["verts_256"]))
         first = int(np.argmax(ok))                    # the most sealed frame found: the face at rest
@@ -203,13 +218,15 @@ def build_cache(sequences_root: str | Path, *, progress: bool = False) -> Path:
                      else np.zeros((N_VERTICES, 3), np.float32))
         found.append(ok)
         opening.append(seq["opening_cm"].astype(np.float32))
+        to_window.append(np.stack([_frame_to_window(m) for m in seq["align_256"]]))
     if not ids:
         raise UserError(f"{root}/index.json lists no sequences")
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     arrays = {"key": np.array(_cache_key(root)), "ids": np.array(ids), "splits": np.array(splits),
               "jpeg": np.frombuffer(b"".join(blobs), np.uint8), "jpeg_offsets": offsets,
               "verts": np.stack(verts), "open_verts": np.stack(opens), "found": np.stack(found),
-              "opening_cm": np.stack(opening), **_portrait_arrays()}
+              "opening_cm": np.stack(opening), "to_window": np.stack(to_window),
+              "frame_hw": np.array(sizes, np.int32), **_portrait_arrays()}
     path = root / CACHE_NAME
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
@@ -228,7 +245,10 @@ class _Cache:
     open_verts: np.ndarray   # (N, V, 3) float32 window pixels: the rest face with the jaw dropped
     found: np.ndarray        # (N, K) bool
     opening_cm: np.ndarray   # (N, K) float32
-    portraits: dict[str, dict[str, np.ndarray]]   # name -> patch (P, P, 3), verts (V, 3), open_verts (V, 3)
+    to_window: np.ndarray    # (N, K, 2, 3) float32: frame pixels -> window pixels
+    frame_hw: np.ndarray     # (N, 2) int: the frames' height and width
+    portraits: dict[str, dict[str, np.ndarray]]   # name -> patch (P, P, 3), verts (V, 3), open_verts (V, 3),
+                                                  # to_window (2, 3), frame_hw (2,)
 
 
 _LOADED: dict[tuple[str, str], _Cache] = {}
@@ -254,8 +274,11 @@ def load_cache(sequences_root: str | Path, *, progress: bool = False) -> _Cache:
     patches = np.stack([cv2.imdecode(blob[off[i]:off[i + 1]], cv2.IMREAD_COLOR)[..., ::-1] for i in range(n * k)])
     cache = _Cache(ids=a["ids"], splits=a["splits"], patches=patches.reshape(n, k, *patches.shape[1:]),
                    verts=a["verts"], open_verts=a["open_verts"], found=a["found"], opening_cm=a["opening_cm"],
+                   to_window=a["to_window"], frame_hw=a["frame_hw"],
                    portraits={str(name): {"patch": a["portrait_patches"][i], "verts": a["portrait_verts"][i],
-                                          "open_verts": a["portrait_open_verts"][i]}
+                                          "open_verts": a["portrait_open_verts"][i],
+                                          "to_window": a["portrait_to_window"][i],
+                                          "frame_hw": a["portrait_frame_hw"][i]}
                               for i, name in enumerate(a["portrait_names"])})
     _LOADED.clear()                  # one corpus per process is the use; do not keep stale ones
     _LOADED[(str(root), key)] = cache
@@ -348,7 +371,7 @@ class GeneratorPairs(Dataset):
         self.frames = [(int(r), int(f)) for r in self.rows for f in np.flatnonzero(self.cache.found[r])]
         self.portraits = [n for n, s in PORTRAIT_SPLITS.items() if s == split and n in self.cache.portraits]
         share = portrait_share if self.portraits else 0.0
-        self.n_portrait_pairs = int(round(len(self.frames) * share / (1.0 - share)))
+        self.n_portrait_pairs = max(1, int(round(len(self.frames) * share / (1.0 - share)))) if share else 0
         self.taper = _edge_taper(crop_px)
 
     def __len__(self) -> int:
@@ -390,18 +413,19 @@ class GeneratorPairs(Dataset):
         if p.portrait:
             src = self.cache.portraits[p.identity]
             target_patch = ref_patch = src["patch"]
-            verts, open_verts = src["verts"], src["open_verts"]
+            verts, open_verts, to_window, frame_hw = src["verts"], src["open_verts"], src["to_window"], src["frame_hw"]
         else:
             row = self.row_of[p.identity]
             target_patch = self.cache.patches[row, p.target_frame]
             ref_patch = self.cache.patches[row, p.reference_frame]
             verts, open_verts = self.cache.verts[row, p.target_frame], self.cache.open_verts[row]
+            to_window, frame_hw = self.cache.to_window[row, p.target_frame], self.cache.frame_hw[row]
         target = p.colour.apply(self._warp(target_patch, p.geometry))
         reference = p.reference_colour.apply(self._warp(ref_patch, p.reference_geometry))
         m = p.geometry.matrix(self.crop_px)
         v = warp_points(verts, m)                       # z scaled with x, y: the normals keep their shape
         guidance = render_guidance(v, self.crop_px)
-        mask = self._mask(verts, open_verts, m)
+        mask = self._mask(verts, open_verts, m) * self._inside(to_window, frame_hw, m)
         weight = self._weight(v)
         if p.geometry.mirror:
             flip = (np.ascontiguousarray(a[:, ::-1]) for a in (target, guidance, mask, weight))
@@ -430,6 +454,15 @@ class GeneratorPairs(Dataset):
         out = cv2.warpAffine(full, to_out, (self.crop_px, self.crop_px), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return np.clip(out, 0.0, 1.0) * self.taper
+
+    def _inside(self, to_window: np.ndarray, frame_hw: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """(S, S) 1 where the output samples the source frame, fading to 0 OUTSIDE_FEATHER_PX before its edge."""
+        to_out = np.concatenate([m.astype(np.float64), [[0, 0, 1]]]) @ np.concatenate([to_window, [[0, 0, 1]]])
+        h, w = (int(v) for v in frame_hw)
+        inside = cv2.warpAffine(np.ones((h, w), np.uint8), to_out[:2], (self.crop_px, self.crop_px),
+                                flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)          # pixels to the nearest outside pixel
+        return np.clip(dist / (OUTSIDE_FEATHER_PX + 1), 0.0, 1.0)
 
     def _weight(self, verts_out: np.ndarray) -> np.ndarray:
         """1 + LIP_WEIGHT inside the outer-lip polygon grown by LIP_GROW_PX (S, S)."""
