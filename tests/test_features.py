@@ -109,3 +109,22 @@ def test_bad_config_names_the_field(kwargs: dict, field: str) -> None:
     """A look-ahead off the 20 ms grid, a zero hop, a window too short or long, or an unknown pool is a UserError."""
     with pytest.raises(UserError, match=f"FeatureConfig.{field}="):
         FeatureConfig(**kwargs)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_window_mels_fast_path_matches_per_window_log_mel(seed: int) -> None:
+    """Sharing STFT columns between overlapping windows gives each window's own Whisper log-mel,
+    including its reflect-padded edges and its own normalisation, for windows fed in any grouping
+    and after a jump (skipped windows)."""
+    from presenter.audio.features import WindowMels
+
+    rng = np.random.default_rng(seed)
+    cfg = FeatureConfig()
+    signal = (rng.standard_normal(3 * 16000) * np.linspace(0.01, 0.5, 3 * 16000)).astype(np.float32)
+    starts = np.arange(0, len(signal) - cfg.window_samples, cfg.hop_samples)
+    ref = WindowMels(cfg.window_samples, impl="ref")(signal, 0, starts)
+    fast = WindowMels(cfg.window_samples)
+    groups = np.split(np.delete(starts, [5, 6, 7]), [1, 4, 9, 10])
+    got = np.concatenate([fast(signal[g[0]:], int(g[0]), g) for g in groups])
+    np.testing.assert_allclose(got, np.delete(ref, [5, 6, 7], axis=0), atol=2e-6, rtol=0)
+    assert fast._cols.shape[1] < 4 * cfg.window_samples // 160, "the column cache keeps only what windows need"

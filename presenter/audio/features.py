@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from presenter.audio.mel import HOP, SAMPLE_RATE, log_mel
+from presenter.audio.mel import HOP, N_FFT, N_MELS, SAMPLE_RATE, frames_power_mel, log_mel, normalise_log_mel, power_mel
 from presenter.audio.whisper import WhisperEncoder, load_encoder
 from presenter.errors import UserError
 
@@ -99,10 +99,65 @@ def default_encode() -> Encode:
     return torch_encode()
 
 
-def _window_features(windows: np.ndarray, cfg: FeatureConfig, encode: Encode,
+class WindowMels:
+    """Whisper log-mels of windows of one signal (starts on the 10 ms mel grid), sharing STFT columns.
+
+    Each window's log-mel is its own (reflect-padded at its own edges, normalised on its own
+    maximum), but all but its first two and last STFT columns are columns of the signal itself,
+    the same for every window that covers them: those are computed once and cached, and only the
+    three edge columns and the normalisation are per window. impl="ref" runs `log_mel` on each
+    window; the two agree to float rounding (tested).
+    """
+
+    EDGE = 4 * HOP                   # samples given to power_mel for a window's edge columns
+
+    def __init__(self, window_samples: int, *, impl: str = "fast") -> None:
+        assert window_samples % HOP == 0 and window_samples >= self.EDGE, window_samples
+        assert impl in ("fast", "ref"), impl
+        self.window = window_samples
+        self.impl = impl
+        self.n = window_samples // HOP                       # mel columns per window
+        self.first = -(-(N_FFT // 2) // HOP)                 # first column inside the window (2)
+        self.last = (window_samples - N_FFT // 2) // HOP     # last column inside the window (98)
+        self._cols = np.zeros((N_MELS, 0), np.float32)       # cached signal columns from _c0 on
+        self._c0 = 0
+
+    def __call__(self, buf: np.ndarray, buf_start: int, starts: np.ndarray) -> np.ndarray:
+        """Signal samples `buf` (from absolute sample buf_start) and absolute window starts (k,),
+        multiples of HOP -> log-mels (k, 80, window / HOP)."""
+        out = np.empty((len(starts), N_MELS, self.n), np.float32)
+        for i, a in enumerate(starts):
+            w = buf[a - buf_start:a - buf_start + self.window]
+            if self.impl == "ref":
+                out[i] = log_mel(w)
+                continue
+            power = np.empty((N_MELS, self.n), np.float32)
+            power[:, :self.first] = power_mel(w[:self.EDGE])[:, :self.first]
+            power[:, self.last + 1:] = power_mel(w[-self.EDGE:])[:, self.last + 1 - self.n:]
+            power[:, self.first:self.last + 1] = self._columns(buf, buf_start, a // HOP + self.first,
+                                                               a // HOP + self.last + 1)
+            out[i] = normalise_log_mel(power)
+        return out
+
+    def _columns(self, buf: np.ndarray, buf_start: int, c_from: int, c_to: int) -> np.ndarray:
+        """Signal columns [c_from, c_to) (column c centred on absolute sample c * HOP), cached."""
+        if c_from < self._c0 or c_from > self._c0 + self._cols.shape[1]:
+            self._cols, self._c0 = np.zeros((N_MELS, 0), np.float32), c_from       # a jump: start afresh
+        have = self._c0 + self._cols.shape[1]
+        if c_to > have:
+            lo = have * HOP - N_FFT // 2 - buf_start                 # first sample of column `have`
+            x = buf[lo:(c_to - 1) * HOP + N_FFT // 2 - buf_start]
+            frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]          # (c_to - have, 400)
+            self._cols = np.concatenate([self._cols, frames_power_mel(frames)], axis=1)
+        drop = c_from - self._c0                                     # windows only move forward
+        self._cols, self._c0 = self._cols[:, drop:], c_from
+        return self._cols[:, :c_to - c_from]
+
+
+def _window_features(mels: np.ndarray, cfg: FeatureConfig, encode: Encode,
                      skip: np.ndarray | None = None, silence: np.ndarray | None = None) -> np.ndarray:
-    """Audio windows (K, window) -> features (K, F); windows flagged in skip (K,) bool get
-    `silence` (F,) instead of an encoder call.
+    """Log-mels of the K windows not flagged in skip (K,) bool, (K', 80, window / 10 ms) ->
+    features (K, F); flagged windows get `silence` (F,) and no encoder call.
 
     One encoder call per window (batch 1), in both the offline and the streaming path: batched
     matmuls round differently with the batch size, and one window at a time makes the two paths
@@ -111,19 +166,19 @@ def _window_features(windows: np.ndarray, cfg: FeatureConfig, encode: Encode,
     """
     first = cfg.left_pad_samples // ENCODER_HOP               # encoder frame centred at the span's start
     n = cfg.hop_samples // ENCODER_HOP
-    out = np.zeros((len(windows), cfg.feat_dim), np.float32)
-    for i, window in enumerate(windows):
-        if skip is not None and skip[i]:
-            out[i] = silence
-            continue
-        own = encode(log_mel(window)[None])[0, first:first + n]   # (n, 384) of (window / 320, 384)
+    skip = np.zeros(len(mels), bool) if skip is None else skip
+    out = np.zeros((len(skip), cfg.feat_dim), np.float32)
+    out[skip] = silence
+    for i, mel in zip(np.flatnonzero(~skip), mels, strict=True):
+        own = encode(mel[None])[0, first:first + n]               # (n, 384) of (window / 320, 384)
         out[i] = own.reshape(-1) if cfg.pool == "concat" else own.mean(axis=0)
     return out
 
 
 def features_for_clip(audio16k: np.ndarray, cfg: FeatureConfig, *, n_frames: int | None = None,
-                      encode: Encode | None = None) -> np.ndarray:
+                      encode: Encode | None = None, impl: str = "fast") -> np.ndarray:
     """Audio (S,) float32 16 kHz -> features (T, F); T = n_frames, default ceil(S / hop).
+    impl: the window log-mels' implementation (`WindowMels`).
 
     Frames whose window runs past the audio see zeros there, as `StreamingFeatures.flush` gives.
     """
@@ -137,13 +192,13 @@ def features_for_clip(audio16k: np.ndarray, cfg: FeatureConfig, *, n_frames: int
     padded = np.zeros(pad + max(len(audio16k), (T - 1) * hop + window), np.float32)
     padded[pad:pad + len(audio16k)] = audio16k
     padded = padded[: (T - 1) * hop + window]
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window)[::hop]   # (T, window)
-    return _window_features(windows, cfg, encode or default_encode())
+    mels = WindowMels(window, impl=impl)(padded, 0, np.arange(T) * hop)          # (T, 80, window / 160)
+    return _window_features(mels, cfg, encode or default_encode())
 
 
 def silence_features(cfg: FeatureConfig, encode: Encode) -> np.ndarray:
     """(F,) features of a window of digital silence."""
-    return _window_features(np.zeros((1, cfg.window_samples), np.float32), cfg, encode)[0]
+    return _window_features(log_mel(np.zeros(cfg.window_samples, np.float32))[None], cfg, encode)[0]
 
 
 class StreamingFeatures:
@@ -154,10 +209,11 @@ class StreamingFeatures:
     """
 
     def __init__(self, cfg: FeatureConfig, *, encode: Encode | None = None,
-                 skip: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 skip: Callable[[np.ndarray], np.ndarray] | None = None, impl: str = "fast") -> None:
         """skip: frame indices (k,) -> (k,) bool, frames whose encoder call may be saved (silence);
-        they get the features of an all-silent window instead."""
+        they get the features of an all-silent window instead. impl: see `WindowMels`."""
         self.cfg = cfg
+        self._mels = WindowMels(cfg.window_samples, impl=impl)
         self._encode = encode or default_encode()
         self._skip = skip
         self._silence = None if skip is None else silence_features(cfg, self._encode)
@@ -192,9 +248,10 @@ class StreamingFeatures:
             k = min(k, limit)
         if k == 0:
             return np.zeros((0, self.cfg.feat_dim), np.float32)
-        windows = np.lib.stride_tricks.sliding_window_view(self._buf, window)[::hop][:k]   # (k, window)
-        skip = None if self._skip is None else self._skip(np.arange(self.next_frame, self.next_frame + k))
-        feats = _window_features(windows, self.cfg, self._encode, skip, self._silence)
+        start = self.next_frame * hop                        # absolute (padded) sample of _buf[0]
+        skip = np.zeros(k, bool) if self._skip is None else self._skip(np.arange(self.next_frame, self.next_frame + k))
+        mels = self._mels(self._buf, start, (start + np.arange(k) * hop)[~skip])   # (k', 80, window / 160)
+        feats = _window_features(mels, self.cfg, self._encode, skip, self._silence)
         self._buf = self._buf[k * hop:]
         self.next_frame += k
         return feats

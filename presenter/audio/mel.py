@@ -76,9 +76,21 @@ def power_mel(audio: np.ndarray) -> np.ndarray:
     x = np.pad(audio, pad, mode="reflect")
     n_frames = S // HOP                                            # the STFT's last frame is dropped
     frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT, axis=-1)[..., : n_frames * HOP : HOP, :]
+    return frames_power_mel(frames)
+
+
+def frames_power_mel(frames: np.ndarray) -> np.ndarray:
+    """STFT frames (..., T, 400) of raw samples -> mel power (..., 80, T), float32."""
     spec = np.fft.rfft(frames * _hann(N_FFT), axis=-1)             # (..., T, K) complex
     power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)   # (..., T, K)
     return np.swapaxes(power @ mel_filters().T, -1, -2)            # (..., 80, T)
+
+
+def normalise_log_mel(power: np.ndarray) -> np.ndarray:
+    """Mel power (..., 80, T) -> Whisper log-mel, each item on its own maximum."""
+    log_spec = np.log10(np.maximum(power, 1e-10))
+    peak = log_spec.max(axis=(-2, -1), keepdims=True)
+    return np.ascontiguousarray((np.maximum(log_spec, peak - 8.0) + 4.0) / 4.0, dtype=np.float32)
 
 
 def log_mel(audio: np.ndarray) -> np.ndarray:
@@ -86,6 +98,4 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
 
     Each item is normalised on its own maximum (Whisper normalises one clip at a time).
     """
-    log_spec = np.log10(np.maximum(power_mel(audio), 1e-10))
-    peak = log_spec.max(axis=(-2, -1), keepdims=True)
-    return np.ascontiguousarray((np.maximum(log_spec, peak - 8.0) + 4.0) / 4.0, dtype=np.float32)
+    return normalise_log_mel(power_mel(audio))
