@@ -23,7 +23,8 @@ CROP = 256
 CAVITY_RGB = (52, 18, 22)
 TEETH_RGB = (226, 222, 210)
 TONGUE_RGB = (172, 84, 88)
-MIN_GAP_PX = 1.5   # below this the lips touch: nothing to draw between them
+MIN_GAP_PX = 1.5   # below this the lips touch: only their seam is drawn
+SEAM_DARKEN = 0.6  # how much the sealed lips' seam darkens the lip colour at its middle
 _UPPER = list(LIPS_INNER[:11])           # corner 78 .. corner 308 along the upper inner lip
 _LOWER = [LIPS_INNER[10]] + list(LIPS_INNER[11:]) + [LIPS_INNER[0]]  # 308 .. 78 along the lower
 
@@ -41,8 +42,11 @@ def draw_mouth_interior(img: np.ndarray, verts: np.ndarray, teeth: float, tongue
     """
     upper, lower = verts[_UPPER, :2], verts[_LOWER, :2]
     gap = _gap(verts)
+    if gap < MIN_GAP_PX:
+        draw_lip_seam(img, upper)
+        return
     strength = np.clip((gap - base_gap_px) / max(base_gap_px, 2.0), 0.0, 1.0)
-    if gap < MIN_GAP_PX or strength <= 0:
+    if strength <= 0:
         return
     h, w = img.shape[:2]
     ss = 4  # sub-pixel bits for cv2 drawing
@@ -64,6 +68,24 @@ def draw_mouth_interior(img: np.ndarray, verts: np.ndarray, teeth: float, tongue
         cv2.ellipse(layer, (int(c[0]), int(c[1])), axes, 0, 180, 360, TONGUE_RGB, -1, cv2.LINE_AA)
     a = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] * (strength / 255.0)
     img[:] = (img * (1 - a) + layer * a).astype(np.uint8)
+
+
+def draw_lip_seam(img: np.ndarray, upper: np.ndarray) -> None:
+    """Darken the line where sealed lips meet (upper inner lip (K, 2), crop pixels), in place.
+
+    Warped and inpainted lips that touch blur into one band with no line between them; real
+    closed lips show a dark seam, and that seam is what a viewer (and the landmarker) reads as
+    "sealed". Strongest mid-mouth, fading towards the corners."""
+    h, w = img.shape[:2]
+    ss = 4
+    shade = np.zeros((h, w), np.uint8)
+    pts = np.round(upper * (1 << ss)).astype(np.int32)
+    along = np.abs(np.linspace(-1.0, 1.0, len(upper)))
+    for k in range(len(upper) - 1):
+        level = int(255 * (1.0 - 0.6 * max(along[k], along[k + 1]) ** 2))
+        cv2.line(shade, tuple(pts[k]), tuple(pts[k + 1]), level, 1, cv2.LINE_AA, shift=ss)
+    a = cv2.GaussianBlur(shade, (3, 3), 0).astype(np.float32)[..., None] / 255.0 * SEAM_DARKEN
+    img[:] = (img * (1.0 - a)).astype(np.uint8)
 
 
 def fill_lip_gap(img: np.ndarray, verts: np.ndarray) -> np.ndarray:
