@@ -156,19 +156,20 @@ def _f(v: float, digits: int = 2) -> str:
 def format_table(rows: list[tuple[str, dict]]) -> str:
     """Rows (label, phonetic_scores(...)) -> a text table: each row scored at offset 0, then at
     its best offset ("at" = the shift scored, frames), with real people's ranges underneath."""
-    head = f"{'':28s} {'at':>5s} {'p/b/m sealed':>16s} {'t/d/k/g open':>16s} {'AUC':>9s} {'offset':>6s}"
+    w = max([28] + [len(label) + 1 for label, _ in rows])
+    head = f"{'':{w}s} {'at':>5s} {'p/b/m sealed':>16s} {'t/d/k/g open':>16s} {'AUC':>9s} {'offset':>6s}"
     lines = [head, "-" * len(head)]
     for label, r in rows:
         for name, shift in (("at 0", 0), ("at best", r["offset_frames"])):
             s = r["at_zero"] if name == "at 0" else r["at_offset"]
             sealed = f"{_f(s['pbm_sealed'])} ({s['pbm_sealed_n']}/{s['pbm_n']})"
             opened = f"{_f(s['tdkg_open'])} ({s['tdkg_open_n']}/{s['tdkg_n']})"
-            lines.append(f"{label if name == 'at 0' else '':28s} {shift:>+5d} {sealed:>16s} {opened:>16s} "
+            lines.append(f"{label if name == 'at 0' else '':{w}s} {shift:>+5d} {sealed:>16s} {opened:>16s} "
                          f"{_f(s['labial_auc']):>9s} {r['offset_frames']:>+6d}")
         verdict = "passes" if r["done_when"]["passed"] else "fails " + ", ".join(r["done_when"]["failed"])
-        lines.append(f"{'':34s} Done when (scores at 0, offset +-1): {verdict}")
+        lines.append(f"{'':{w + 6}s} Done when (scores at 0, offset +-1): {verdict}")
     h = HUMAN_RANGE
-    lines.append(f"{'real people':28s} {'':>5s} {'%.2f-%.2f' % h['pbm_sealed']:>16s} "
+    lines.append(f"{'real people':{w}s} {'':>5s} {'%.2f-%.2f' % h['pbm_sealed']:>16s} "
                  f"{'%.2f-%.2f' % h['tdkg_open']:>16s} {'%.2f-%.2f' % h['labial_auc']:>9s} "
                  f"{'%+d..%+d' % h['offset_frames']:>6s}")
     return "\n".join(lines)
