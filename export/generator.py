@@ -38,3 +38,39 @@ def export_generator_onnx(model: Generator, path: Path) -> Path:
         tmp.unlink(missing_ok=True)
         model.train(was_training)
     return path
+
+
+def per_frame_flops(model: Generator) -> int:
+    """FLOPs of one frame (batch 1) of the per-frame graph, counted by torch's FlopCounterMode (convs, matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    S, N = model.cfg.crop_px, model.style_width
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, 3, S, S), torch.ones(1, 1, S, S), torch.zeros(1, 4, S, S), torch.ones(1, N))
+    return int(counter.get_total_flops())
+
+
+def onnx_speed(model: Generator, *, threads: int = 2, repeats: int = 200, work_dir: Path) -> dict[str, float]:
+    """ONNX Runtime milliseconds per frame (batch 1) of the per-frame graph: p50, p90, and GFLOP/s at p50."""
+    import time
+
+    import numpy as np
+
+    from presenter.engines.onnxruntime import session
+
+    sess = session(export_generator_onnx(model, Path(work_dir) / "generator-speed.onnx"), threads)
+    S, N = model.cfg.crop_px, model.style_width
+    rng = np.random.default_rng(0)
+    feed = {"target": rng.uniform(-1, 1, (1, 3, S, S)).astype(np.float32),
+            "mask": rng.uniform(0, 1, (1, 1, S, S)).astype(np.float32),
+            "guidance": rng.uniform(0, 1, (1, 4, S, S)).astype(np.float32),
+            "styles": rng.normal(1, 0.1, (1, N)).astype(np.float32)}
+    for _ in range(10):
+        sess.run(None, feed)
+    ms = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        ms.append((time.perf_counter() - t) * 1e3)
+    p50, p90 = float(np.percentile(ms, 50)), float(np.percentile(ms, 90))
+    return {"p50_ms": p50, "p90_ms": p90, "gflop_per_s": per_frame_flops(model) / 1e6 / p50}

@@ -117,3 +117,12 @@ def test_missing_weights_say_how_to_train(astronaut_pack: Path, tmp_path: Path) 
 
     with pytest.raises(UserError, match="presenter train generator"):
         GeneratorRenderer(load_pack(astronaut_pack), tmp_path)
+
+
+def test_live_per_frame_cost_is_in_budget() -> None:
+    """The live preset's per-frame graph costs 0.1-0.6 GFLOP (DESIGN section 3's MobileStyleGAN-type budget)
+    and its reference encoder, run once per avatar, is not part of it."""
+    from presenter.export.generator import per_frame_flops
+
+    g = Generator(GeneratorConfig.live())
+    assert 0.1e9 <= per_frame_flops(g) <= 0.6e9

@@ -59,7 +59,7 @@ class TrainConfig:
     log_every: int = 25
     val_every: int = 500
     ckpt_every: int = 250
-    val_pairs: int = 64            # val pairs scored (the first ones of the val split, no augmentation)
+    val_pairs: int = 64            # val pairs scored, spread evenly over the val split (no augmentation)
     max_minutes: float = 0.0       # stop (after a checkpoint) after this much wall time; 0 = no limit
     seed: int = 0
 
@@ -156,21 +156,26 @@ def _append_jsonl(path: Path, row: dict) -> None:
 
 
 @torch.no_grad()
-def validate(g: Generator, pairs: Dataset, n_pairs: int, batch: int = 16) -> tuple[dict[str, float], np.ndarray]:
-    """Mean mouth-region PSNR/SSIM of g on the first n_pairs of `pairs`, and a grid of the first batch."""
+def validate(g: Generator, pairs: Dataset, n_pairs: int, batch: int = 16,
+             grid_rows: int = 8) -> tuple[dict[str, float], np.ndarray]:
+    """Mean mouth-region PSNR/SSIM of g on n_pairs of `pairs` spread evenly over it (so over its
+    identities), and a grid of grid_rows pairs spread the same way."""
     g.eval()
-    psnr, ssim, grid = [], [], None
-    n = min(n_pairs, len(pairs))
-    for a in range(0, n, batch):
-        items = [pairs[i] for i in range(a, min(n, a + batch))]
+
+    def run(indices: np.ndarray) -> tuple[dict[str, Tensor], Tensor]:
+        items = [pairs[int(i)] for i in indices]
         b = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-        out = g(b["target"], b["mask"], b["guidance"], g.styles(b["reference"]))
+        return b, g(b["target"], b["mask"], b["guidance"], g.styles(b["reference"]))
+    spread = np.unique(np.linspace(0, len(pairs) - 1, min(n_pairs, len(pairs))).round().astype(int))
+    psnr, ssim = [], []
+    for a in range(0, len(spread), batch):
+        b, out = run(spread[a:a + batch])
         p, s = masked_psnr_ssim(out, b["target"], b["mask"])
         psnr.append(p)
         ssim.append(s)
-        if grid is None:
-            grid = val_grid(b, out)
-    return {"psnr": float(torch.cat(psnr).mean()), "ssim": float(torch.cat(ssim).mean()), "pairs": n}, grid
+    b, out = run(np.unique(np.linspace(0, len(pairs) - 1, min(grid_rows, len(pairs))).round().astype(int)))
+    metrics = {"psnr": float(torch.cat(psnr).mean()), "ssim": float(torch.cat(ssim).mean()), "pairs": len(spread)}
+    return metrics, val_grid(b, out, rows=grid_rows)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
