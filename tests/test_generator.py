@@ -160,6 +160,16 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         load_generator(tmp_path / "nothing")
 
 
+def test_damaged_weights_are_refused(tmp_path: Path) -> None:
+    """Weights whose bytes no longer match model.sha256 are refused with a UserError, not loaded."""
+    save_generator(Generator(GeneratorConfig.tiny()), tmp_path, card="test\n")
+    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+    data[-1] ^= 0x01                                          # one flipped bit in the last tensor
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256"):
+        load_generator(tmp_path)
+
+
 def test_mouth_metrics_and_losses_are_zero_error_on_identity() -> None:
     """Identical images: PSNR very high, SSIM 1, reconstruction losses 0; a change inside the mask lowers both."""
     x = _inputs(GeneratorConfig.tiny())

@@ -317,30 +317,43 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([image, mask, guidance], 1))
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def save_generator(g: Generator, out_dir: Path, card: str) -> None:
-    """Write model.safetensors, config.json and MODEL_CARD.md into out_dir, each to a temporary name, then renamed."""
+    """Write model.safetensors, model.sha256 (its hash), config.json and MODEL_CARD.md into out_dir,
+    each to a temporary name, then renamed."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
     save_file(state, str(out_dir / ".model.safetensors.tmp"))
+    texts = {"model.sha256": _sha256(out_dir / ".model.safetensors.tmp") + "\n",
+             "config.json": json.dumps(asdict(g.cfg), indent=2) + "\n", "MODEL_CARD.md": card}
     os.replace(out_dir / ".model.safetensors.tmp", out_dir / "model.safetensors")
-    g.cfg.to_json(out_dir / ".config.json.tmp")
-    os.replace(out_dir / ".config.json.tmp", out_dir / "config.json")
-    (out_dir / ".MODEL_CARD.md.tmp").write_text(card)
-    os.replace(out_dir / ".MODEL_CARD.md.tmp", out_dir / "MODEL_CARD.md")
+    for name, text in texts.items():
+        (out_dir / f".{name}.tmp").write_text(text)
+        os.replace(out_dir / f".{name}.tmp", out_dir / name)
 
 
 def load_generator(weights_dir: Path) -> Generator:
-    """Build from config.json and load model.safetensors strictly -> Generator in eval mode, no grads."""
+    """Build from config.json, check model.safetensors against model.sha256 and load it strictly
+    -> Generator in eval mode, no grads."""
     from safetensors.torch import load_file
 
     d = Path(weights_dir)
-    cfg_path, w_path = d / "config.json", d / "model.safetensors"
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise UserError(f"no generator in {d} (need config.json and model.safetensors); "
+    cfg_path, w_path, h_path = d / "config.json", d / "model.safetensors", d / "model.sha256"
+    if not all(p.is_file() for p in (cfg_path, w_path, h_path)):
+        raise UserError(f"no generator in {d} (need config.json, model.safetensors and model.sha256); "
                         f"train one with 'presenter train generator'")
+    expected, seen = h_path.read_text().split()[0], _sha256(w_path)
+    if seen != expected:
+        raise UserError(f"{w_path}: sha256 {seen[:12]}... does not match model.sha256 ({expected[:12]}...); "
+                        f"the weights are damaged or were replaced: reinstall or re-export them")
     g = Generator(GeneratorConfig.from_json(cfg_path))
     g.load_state_dict(load_file(str(w_path)), strict=True)
     return g.eval().requires_grad_(False)

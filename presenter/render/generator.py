@@ -102,8 +102,8 @@ class GeneratorRenderer:
         from presenter.engines.onnxruntime import cached_export, session
         from presenter.export.generator import export_generator_onnx
 
-        digest = hashlib.sha256((weights_dir / "model.safetensors").read_bytes())
-        digest.update((weights_dir / "config.json").read_bytes())
+        # load_generator checked model.sha256 against the weights: key the engine on it and the config.
+        digest = hashlib.sha256((weights_dir / "model.sha256").read_bytes() + (weights_dir / "config.json").read_bytes())
         path = cached_export("generator", digest.hexdigest()[:12], lambda p: export_generator_onnx(self.model, p))
         return session(path, threads)
 
