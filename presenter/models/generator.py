@@ -51,7 +51,7 @@ class GeneratorConfig:
     conv: str = "separable"                              # "separable" (depthwise + pointwise) or "dense" (3x3)
     idwt_output: bool = True                             # predict Haar subbands at S/2 and inverse-DWT to S (no convs at S)
     style_dim: int = 256                                 # reference style code width
-    ref_channels: tuple[int, ...] = (32, 64, 128, 256, 256)   # reference encoder widths, stride 2 each
+    ref_channels: tuple[int, ...] = (16, 32, 64, 128, 256)    # reference encoder widths, one 2x2 pool each
     disc_channels: tuple[int, ...] = (16, 32, 64, 128)  # patch discriminator widths, stride 2 each
 
     def __post_init__(self) -> None:
