@@ -61,12 +61,25 @@ def live_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def live_pipeline(live_home: Path):
-    """The default avatar's live pipeline (baseline renderer + loudness driver), made in live_home."""
+    """The default avatar's live pipeline as a user gets it (--engine auto: the shipped SyncFormer),
+    made in live_home."""
     from presenter.stream.pipeline import load_pipeline
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PRESENTER_HOME", str(live_home))
         return load_pipeline("default", "auto")
+
+
+@pytest.fixture(scope="session")
+def baseline_pipeline(live_home: Path):
+    """The default avatar with the loudness driver: cheap and deterministic, so tests of the
+    stream's and the server's own behaviour (clock, audio, program, signalling, clean-up) do not
+    depend on how fast a learned driver runs on a busy machine."""
+    from presenter.stream.pipeline import load_pipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRESENTER_HOME", str(live_home))
+        return load_pipeline("default", "baseline")
 
 
 @pytest.fixture(scope="session")
