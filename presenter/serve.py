@@ -32,13 +32,17 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 def add_server_args(p: argparse.ArgumentParser) -> None:
     """The server options, shared by `python -m presenter.serve` and `presenter live`."""
     from presenter.server.config import ServerConfig
-    from presenter.stream.pipeline import ENGINES
+    from presenter.stream.pipeline import ENGINES, RENDERERS
 
     d = ServerConfig()
     p.add_argument("--host", default=d.host, help="bind address; off loopback a token is required")
     p.add_argument("--port", type=int, default=d.port, help="TCP port")
     p.add_argument("--avatar", default=d.avatar, help="'default' (made on first run) or an avatar pack folder")
-    p.add_argument("--engine", default=d.engine, choices=ENGINES, help="speech-to-face engine")
+    p.add_argument("--engine", default=d.engine, choices=ENGINES,
+                   help="speech to mouth motion: auto = the trained Style-SyncFormer (it ships), baseline = loudness")
+    p.add_argument("--renderer", default=d.renderer, choices=RENDERERS,
+                   help="face renderer: auto = the trained generator when its weights are installed, "
+                        "else the baseline warp renderer")
     p.add_argument("--max-sessions", type=int, default=d.max_sessions,
                    help="presenter and WHIP sessions at once; more are refused with 503 + Retry-After")
     p.add_argument("--max-viewers", type=int, default=d.max_viewers, help="receive-only viewers at once")
@@ -60,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> "ServerConfig":
         token = secrets.token_urlsafe(18)
         log.warning("no --token given for --host %s: generated one; open http://%s:%d/?token=%s",
                     args.host, args.host, args.port, token)
-    cfg = ServerConfig(host=args.host, port=args.port, avatar=args.avatar, engine=args.engine,
+    cfg = ServerConfig(host=args.host, port=args.port, avatar=args.avatar, engine=args.engine, renderer=args.renderer,
                        max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=token,
                        workers=args.workers,
                        buffer_s=None if args.buffer_ms is None else args.buffer_ms / 1000.0)

@@ -28,10 +28,12 @@
     try {
       info = await presenter.fetchJSON("/info");
       $("labels").textContent = "Synthetic video: " + info.labels.join(" · ") + ".";
-      const baseline = info.engine === "baseline";
-      $("badge").textContent = baseline ? "baseline, no learning" : "SyncFormer mouth · baseline renderer, no learning";
-      $("badge").title = baseline ? "The mouth is moved by loudness, not by a trained model"
-        : "The mouth is moved by the trained Style-SyncFormer; the face is drawn by the baseline warp renderer, not a trained generator";
+      const learnedMouth = info.engine !== "baseline", learnedFace = info.renderer_kind === "generator";
+      $("badge").textContent = (learnedMouth ? "SyncFormer mouth" : "loudness mouth, no learning") + " · "
+        + (learnedFace ? "generator face" : "baseline renderer, no learning");
+      $("badge").title = (learnedMouth ? "The mouth is moved by the trained Style-SyncFormer"
+        : "The mouth is moved by loudness, not by a trained model") + "; "
+        + (learnedFace ? "the face is painted by the trained generator" : "the face is drawn by the baseline warp renderer");
       $("avatar").textContent = (info.avatar.split("/").pop() || info.avatar) + (info.attribution ? " — " + info.attribution : "");
       if (presenter.token) $("viewer-link").href = "/viewer?token=" + encodeURIComponent(presenter.token);
     } catch (e) {

@@ -70,7 +70,8 @@ def build_app(config: ServerConfig, *, pipeline: Pipeline | None = None) -> web.
             restrict_ice_to_loopback()
         pipe = pipeline
         if pipe is None:
-            pipe = await asyncio.get_running_loop().run_in_executor(pool, load_pipeline, config.avatar, config.engine)
+            pipe = await asyncio.get_running_loop().run_in_executor(pool, load_pipeline, config.avatar, config.engine,
+                                                                      config.renderer)
         app[HUB] = Hub(pipe, pool, metrics, HubConfig(
             max_sessions=config.max_sessions, max_viewers=config.max_viewers,
             connect_timeout_s=config.connect_timeout_s, reclaim_grace_s=config.reclaim_grace_s,
@@ -160,6 +161,7 @@ async def _info(request: web.Request) -> web.Response:
     p = hub.pipeline
     return web.json_response({
         "version": __version__, "engine": p.engine, "renderer": p.renderer.name,
+        "renderer_kind": p.renderer_kind,
         "driver": p.driver_name, "labels": list(p.labels), "avatar": str(p.pack.root),
         "attribution": p.pack.manifest.get("attribution", ""), "buffer_s": hub.buffer_s,
         "frame_size": list(p.pack.frames.shape[1:3]), "mouth_box": list(p.mouth_box),

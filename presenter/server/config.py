@@ -11,7 +11,8 @@ class ServerConfig:
     host: str = "127.0.0.1"         # bind address; anything but loopback needs a token
     port: int = 8080
     avatar: str = "default"         # 'default' or an avatar pack folder
-    engine: str = "auto"
+    engine: str = "auto"            # speech-to-mouth: auto (SyncFormer when installed), syncformer, baseline
+    renderer: str = "auto"          # face: auto (generator when installed), generator, baseline
     max_sessions: int = 4           # presenter + WHIP sessions at once
     max_viewers: int = 16
     token: str | None = None        # required off loopback

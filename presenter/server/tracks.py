@@ -24,8 +24,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 log = logging.getLogger(__name__)
 
-QUEUE_FRAMES = 3          # frames a sender may fall behind before the oldest is dropped
+QUEUE_FRAMES = 3          # video frames a sender may fall behind before the oldest is dropped
 AUDIO_PACKET_S = 0.02     # one Opus packet per audio frame handed to aiortc (see the module docstring)
+AUDIO_QUEUE_S = 1.0       # audio a sender may fall behind (a starved event loop) before any is dropped
 
 
 class FeedTrack(MediaStreamTrack):
@@ -46,8 +47,9 @@ class FeedTrack(MediaStreamTrack):
             return
         pieces = split_audio(frame) if self.kind == "audio" else [frame]
         self._pieces = len(pieces)
-        if self._q.qsize() >= QUEUE_FRAMES * self._pieces:
-            for _ in range(self._pieces):
+        limit = round(AUDIO_QUEUE_S / AUDIO_PACKET_S) if self.kind == "audio" else QUEUE_FRAMES
+        if self._q.qsize() + len(pieces) > limit:
+            for _ in range(min(self._pieces, self._q.qsize())):
                 self._q.get_nowait()
             if self._sending:
                 self._on_drop()

@@ -25,6 +25,8 @@ FRAME_DELAY_S = 0.08   # one 40 ms frame + the 25 ms render lead + 15 ms of arri
 # auto: the trained Style-SyncFormer whenever its weights are installed (they ship), else the
 # loudness baseline with a logged reason.
 ENGINES = ("auto", "syncformer", "baseline")
+# auto: the trained generator whenever its weights are installed, else the baseline warp renderer.
+RENDERERS = ("auto", "generator", "baseline")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Pipeline:
     new_driver: Callable[[], MouthDriver]   # one driver per session (drivers keep state); has name, label, lookahead_s
     idle: IdleFrames
     engine: str                             # the engine actually chosen
+    renderer_kind: str                      # the renderer actually chosen: "generator" or "baseline"
     driver_name: str                        # the mouth driver's name, for people
     labels: tuple[str, ...]                 # what the frames and the page say about the media
     mouth_box: tuple[int, int, int, int]    # (x0, y0, x1, y1) frame pixels holding the mouth in any pose
@@ -52,10 +55,12 @@ class Pipeline:
                                on_stage=on_stage)
 
 
-def load_pipeline(avatar: str = "default", engine: str = "auto") -> Pipeline:
-    """Avatar 'default' or a pack folder, and an engine name -> a ready pipeline (slow: ~1-6 s)."""
+def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str = "auto") -> Pipeline:
+    """Avatar 'default' or a pack folder, an engine and a renderer name -> a ready pipeline (slow: ~1-6 s)."""
     if engine not in ENGINES:
         raise UserError(f"--engine {engine!r} is not known: choose one of {', '.join(ENGINES)}")
+    if renderer not in RENDERERS:
+        raise UserError(f"--renderer {renderer!r} is not known: choose one of {', '.join(RENDERERS)}")
     if avatar == "default":
         from presenter.avatar.create import default_pack
 
@@ -65,17 +70,34 @@ def load_pipeline(avatar: str = "default", engine: str = "auto") -> Pipeline:
     if pack.fps != FPS:
         raise UserError(f"avatar pack {pack.root} runs at {pack.fps} fps; the live presenter needs {FPS} fps: "
                         "recreate it with 'presenter avatar create'")
-    from presenter.render.warp_baseline import WarpBaselineRenderer
-
     _one_thread_per_stage()
-    renderer = WarpBaselineRenderer(pack)
+    kind, the_renderer = _renderer(renderer, pack)
     chosen, new_driver = _driver(engine)
     driver_name, driver_label = new_driver.name, new_driver.label
-    labels = (renderer.synthetic_label, driver_label)
-    idle = IdleFrames(renderer, pack.n_frames, labels)
+    labels = (the_renderer.synthetic_label, driver_label)
+    idle = IdleFrames(the_renderer, pack.n_frames, labels)
     log.info("pipeline: avatar %s (%d idle frames), renderer %s, mouth %s",
-             pack.root, pack.n_frames, renderer.name, driver_name)
-    return Pipeline(pack, renderer, new_driver, idle, chosen, driver_name, labels, mouth_box(pack))
+             pack.root, pack.n_frames, the_renderer.name, driver_name)
+    return Pipeline(pack, the_renderer, new_driver, idle, chosen, kind, driver_name, labels, mouth_box(pack))
+
+
+def _renderer(name: str, pack: AvatarPack) -> tuple[str, Renderer]:
+    """(renderer chosen, the renderer) for --renderer name."""
+    from presenter.render.generator import default_weights_dir
+    from presenter.render.warp_baseline import WarpBaselineRenderer
+
+    if name == "baseline":
+        return "baseline", WarpBaselineRenderer(pack)
+    if not (default_weights_dir() / "model.safetensors").is_file():
+        if name == "auto":
+            log.info("no generator weights in %s: faces are drawn by the baseline warp renderer",
+                     default_weights_dir())
+            return "baseline", WarpBaselineRenderer(pack)
+        raise UserError(f"--renderer generator: no weights in {default_weights_dir()}; "
+                        "train them with 'presenter train generator' or use --renderer baseline")
+    from presenter.render.generator import GeneratorRenderer
+
+    return "generator", GeneratorRenderer(pack)
 
 
 def _one_thread_per_stage() -> None:
