@@ -64,6 +64,12 @@ def _pct(xs: list[float] | np.ndarray, q: float) -> float | None:
     return float(np.percentile(xs, q)) if len(xs) else None
 
 
+def _pct_ms(seconds: list[float], q: float) -> float | None:
+    """The q-th percentile of durations in seconds, in ms (None for none)."""
+    p = _pct(seconds, q)
+    return None if p is None else 1000 * p
+
+
 @dataclass
 class LiveRun:
     """What one run measured. Times in seconds unless the name says otherwise."""
@@ -182,7 +188,6 @@ def bench_stream(*, avatar: str = "default", engine: str = "auto", seconds: floa
     steady = t > t[0] + WARMUP_S
     ts = t[steady]
     gaps_ms = np.diff(t) * 1000
-    ms = lambda xs, q: None if _pct(xs, q) is None else 1000 * _pct(xs, q)   # noqa: E731
     lat = [r.latency_s for r in rows if r.latency_s is not None]
     render = [r.render_s for r in rows if r.render_s is not None]
     enc = [r.encode_s for r in rows if r.encode_s is not None]
@@ -195,9 +200,9 @@ def bench_stream(*, avatar: str = "default", engine: str = "auto", seconds: floa
         gap_p95_ms=float(np.percentile(gaps_ms, 95)), gap_max_ms=float(gaps_ms.max()),
         reused=stats["reused"], late_poses=stats["late_poses"], underruns=stats["underruns"],
         skipped_silence=stats["skipped_silence"], speaking_frames=sum(r.speaking for r in rows),
-        latency_p50_ms=ms(lat, 50), latency_p95_ms=ms(lat, 95), av_offset_p50_ms=ms(av, 50),
-        render_p50_ms=ms(render, 50), render_p95_ms=ms(render, 95),
-        encode_p50_ms=ms(enc, 50), encode_p95_ms=ms(enc, 95),
+        latency_p50_ms=_pct_ms(lat, 50), latency_p95_ms=_pct_ms(lat, 95), av_offset_p50_ms=_pct_ms(av, 50),
+        render_p50_ms=_pct_ms(render, 50), render_p95_ms=_pct_ms(render, 95),
+        encode_p50_ms=_pct_ms(enc, 50), encode_p95_ms=_pct_ms(enc, 95),
         cpu_s_per_audio_s=cpu / audio_s, cpu_pct_of_core=100 * cpu / wall,
         loadavg_before=load0, loadavg_after=load1)
 
