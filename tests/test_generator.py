@@ -263,3 +263,36 @@ def test_cli_defaults_match_train_config() -> None:
     for name in ("steps", "batch", "lr", "gan_start", "val_every", "ckpt_every"):
         assert getattr(args, name) == getattr(tc, name), name
     assert np.isclose(args.max_minutes, tc.max_minutes)
+
+
+def _ddp_worker(rank: int, world: int, port: int, run: str) -> None:
+    import os
+
+    os.environ.update({"WORLD_SIZE": str(world), "RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo"})
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    cfg = GeneratorConfig.tiny()
+    tc = TrainConfig(steps=3, batch=1, gan_start=1, r1_every=2, log_every=1, val_every=100, ckpt_every=3)
+    g = train(_Pairs(2, cfg.crop_px), None, Path(run), gen_cfg=cfg, cfg=tc, progress=False)
+    torch.save(g.state_dict(), Path(run) / f"ema_rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_process_training_keeps_the_copies_equal(tmp_path: Path) -> None:
+    """Two gloo processes (different seeds, different pairs) end with identical EMA generators: gradients
+    are averaged across processes, GAN and R1 steps included, and rank 0 alone writes the checkpoint."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"ema_rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert json.loads((tmp_path / "options.json").read_text())["world_size"] == 2
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 3

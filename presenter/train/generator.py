@@ -123,15 +123,32 @@ def val_grid(batch: dict[str, Tensor], out: Tensor, rows: int = 8) -> np.ndarray
     return np.concatenate([np.concatenate([c[i] for c in cols], 1) for i in range(n)], 0)
 
 
-class _FromReference(nn.Module):
-    """g with the reference encoder inside forward, so DDP all-reduces its gradients too."""
+def _sync(module: nn.Module, *, grads: bool) -> None:
+    """Under DDP: average the gradients of module over the processes (grads=True), or copy rank 0's
+    parameters and buffers to every process (grads=False). A manual all-reduce, as in
+    stylegan2-ada, because DistributedDataParallel does not support R1's double backward."""
+    if not dist.is_initialized():
+        return
+    if grads:
+        tensors = [p.grad for p in module.parameters() if p.grad is not None]
+        if tensors:
+            flat = torch.cat([t.flatten() for t in tensors])
+            dist.all_reduce(flat)
+            flat /= dist.get_world_size()
+            torch.nn.utils.vector_to_parameters(flat, tensors)
+        return
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src=0)
 
-    def __init__(self, g: Generator) -> None:
-        super().__init__()
-        self.g = g
 
-    def forward(self, target: Tensor, mask: Tensor, guidance: Tensor, reference: Tensor) -> Tensor:
-        return self.g(target, mask, guidance, self.g.styles(reference))
+def _out_of_time(t0: float, minutes: float, device: torch.device) -> bool:
+    """Whether `minutes` of wall time have passed since t0 as rank 0 sees it, so all processes stop at one step."""
+    if minutes <= 0:
+        return False
+    flag = torch.tensor([float(time.perf_counter() - t0 > 60 * minutes)], device=device)
+    if dist.is_initialized():
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _batches(loader: DataLoader, sampler: DistributedSampler | None, epoch: int) -> Iterator[dict[str, Tensor]]:
@@ -226,8 +243,8 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
             {"train": asdict(cfg), "generator": asdict(gen_cfg), "train_pairs": len(train_pairs),
              "val_pairs": len(val_pairs) if val_pairs is not None else 0,
              "world_size": dist.get_world_size() if distributed else 1}, indent=2) + "\n")
-    g_ddp = nn.parallel.DistributedDataParallel(_FromReference(g)) if distributed else _FromReference(g)
-    d_ddp = nn.parallel.DistributedDataParallel(d) if distributed else d
+    for module in (g, d, g_ema):
+        _sync(module, grads=False)
 
     sampler = DistributedSampler(train_pairs, seed=cfg.seed) if distributed else None
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + step)     # a resumed run does not replay old batches
@@ -242,7 +259,7 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
         gan = step >= cfg.gan_start and cfg.w_gan > 0
         # Generator step: reconstruction (+ non-saturating GAN through a frozen D).
         g.train()
-        out = g_ddp(b["target"], b["mask"], b["guidance"], b["reference"])
+        out = g(b["target"], b["mask"], b["guidance"], g.styles(b["reference"]))
         parts = reconstruction_losses(out, b["target"], b["weight"], cfg)
         loss = parts["total"]
         if gan:
@@ -252,12 +269,13 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
             d.requires_grad_(True)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        _sync(g, grads=True)
         opt_g.step()
         # Discriminator step, with lazy R1 on the real pairs.
         if gan:
             fake, real = out.detach(), b["target"].detach().requires_grad_(step % cfg.r1_every == 0)
-            d_real = d_ddp(real, b["mask"], b["guidance"])
-            parts["d_loss"] = F.softplus(d_ddp(fake, b["mask"], b["guidance"])).mean() + F.softplus(-d_real).mean()
+            d_real = d(real, b["mask"], b["guidance"])
+            parts["d_loss"] = F.softplus(d(fake, b["mask"], b["guidance"])).mean() + F.softplus(-d_real).mean()
             d_total = parts["d_loss"]
             if real.requires_grad:
                 (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
@@ -265,6 +283,7 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
                 d_total = d_total + cfg.r1_gamma / 2 * parts["r1"] * cfg.r1_every
             opt_d.zero_grad(set_to_none=True)
             d_total.backward()
+            _sync(d, grads=True)
             opt_d.step()
         with torch.no_grad():
             beta = min(cfg.ema_beta, (1 + step) / (10 + step))
@@ -272,9 +291,11 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
                 p_ema.lerp_(p, 1 - beta)
         step += 1
         bar.update(1)
+        out_of_time = _out_of_time(t0, cfg.max_minutes, device)
         if rank != 0:
+            if out_of_time:
+                break
             continue
-        out_of_time = cfg.max_minutes > 0 and time.perf_counter() - t0 > 60 * cfg.max_minutes
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             row = {"step": step, "s_per_step": round((now - t_log) / max(1, step - s_log), 3),
@@ -301,13 +322,3 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
     if distributed:
         dist.barrier()
     return g_ema
-
-
-def load_run_ema(run: Path) -> Generator:
-    """The EMA generator of a run's checkpoint, in eval mode."""
-    run = Path(run)
-    options = json.loads((run / "options.json").read_text())
-    g = Generator(GeneratorConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in options["generator"].items()}))
-    g.load_state_dict(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["g_ema"])
-    return g.eval().requires_grad_(False)
