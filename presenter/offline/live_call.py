@@ -18,9 +18,9 @@ What happens:
    at their release time and audio at release minus duration would put the video ~40 ms later;
    the report gives that difference as clock.literal_rule_video_later_s.)
 4. The phones come from forced alignment of each utterance's known transcript on the *sent*
-   audio; they are placed where the *returned* audio plays them: the lag is found by
-   cross-correlating the returned audio's envelope with the sent one (over the whole call,
-   then per utterance, then per phone: the delay moves in 20-40 ms steps during a call).
+   audio; they are placed where the *returned* audio plays them, found by matching the sent
+   audio to the returned one frame by frame (10 ms log-mels, a monotonic warp): the delay moves
+   in 20-40 ms steps during a call, and a stream that falls behind returns speech with gaps.
 5. Mouth openings of the received frames (IMAGE-mode landmarks) -> `phonetic_scores`.
 
 Also reported: frames received per second, video frames missing (pts gaps), and the returned
@@ -58,11 +58,16 @@ if TYPE_CHECKING:
 FPS = 25
 SENT_RATE = 16000             # the test utterances' rate
 LEAD_S = 1.0                  # silence before the first utterance (the session warms up)
-HOP_S = 0.005                 # envelope hop for the lag search
-MAX_LAG_S = 3.0               # returned audio may lag the sent audio by up to this
-REFINE_S = 0.3                # per-utterance lag search around the call's lag
-LOCAL_S = 0.6                 # per-phone lag: envelope window around the phone ...
-LOCAL_SEARCH_S = 0.12         # ... searched this far around its utterance's lag
+MAX_LAG_S = 3.0               # returned audio may come back up to this much later than sent
+MARGIN_S = 0.2                # each utterance is matched with this much of its silence either side
+MAX_JUMP_S = 0.4              # the returned voice may insert up to this much silence at once
+JUMP_COST = 0.02              # match cost per 10 ms of step away from real time (cost: RMS log-mel difference / 10 dB)
+GAP_FRAMES = 3                # a gap counts when >= this many 10 ms frames are inserted or dropped at once
+MISMATCH_MAX_DB = 4.0         # matched returned/sent log-mels differ by less (RMS) when the voice came back whole
+                              # (2.2-2.7 dB measured through the loudness baseline; a chopped voice 5-9 dB)
+FLOOR_DB = 60.0               # log-mels floored this far below the signal's loud level
+SERVER_COUNTERS = ("presenter_frames", "presenter_poses_late", "presenter_audio_underruns",
+                   "presenter_silence_skipped", "presenter_av_offset")   # /metrics kept in the report
 FACE_PAD = 0.5                # crop: the idle loop's face box widened by this share of its size per side
 
 
@@ -133,9 +138,9 @@ def _recording_client(base_url: str, mic: MediaStreamTrack, keep: Callable[[np.n
     return RecordingClient()
 
 
-async def record_call(pipeline: Pipeline, samples: np.ndarray, *, tail_s: float) -> tuple[Client, float]:
+async def record_call(pipeline: Pipeline, samples: np.ndarray, *, tail_s: float) -> tuple[Client, float, dict]:
     """Send samples (16 kHz) through a loopback call -> (the client, monotonic time of the first
-    sent sample); the call lasts the samples plus tail_s."""
+    sent sample, the server's counters after the call); the call lasts the samples plus tail_s."""
     from presenter.server.client import WavMicrophone
     from presenter.server.inprocess import serving
 
@@ -146,39 +151,9 @@ async def record_call(pipeline: Pipeline, samples: np.ndarray, *, tail_s: float)
         async with client:
             await client.wait_connected(30)
             await asyncio.sleep(len(samples) / SENT_RATE + tail_s)
-    return client, mic.start_time
-
-
-def _envelope(x: np.ndarray, rate: int) -> np.ndarray:
-    """Log RMS per HOP_S (floored at -60 dBFS), (n,)."""
-    hop = round(rate * HOP_S)
-    n = len(x) // hop
-    rms = np.sqrt(np.mean(x[:n * hop].reshape(n, hop) ** 2, axis=1))
-    return np.log10(np.maximum(rms, 1e-3))
-
-
-def _best_lag(sent: np.ndarray, got: np.ndarray, lags: range,
-              window: tuple[int, int] | None = None) -> tuple[float, float]:
-    """The lag (hops, sub-hop by a parabola) maximising the correlation of got[i + lag] with
-    sent[i] over sent hops i in window (default: all) -> (lag, that correlation)."""
-    a0, b0 = window or (0, len(sent))
-
-    def corr(k: int) -> float:
-        a, b = max(a0, -k, 0), min(b0, len(got) - k, len(sent))
-        if b - a < 20:
-            return -math.inf
-        x, y = sent[a:b] - sent[a:b].mean(), got[a + k:b + k] - got[a + k:b + k].mean()
-        d = math.sqrt(float((x * x).sum() * (y * y).sum()))
-        return float((x * y).sum() / d) if d > 0 else -math.inf
-
-    ks = list(lags)
-    c = np.array([corr(k) for k in ks])
-    i = int(np.argmax(c))
-    frac = 0.0
-    if 0 < i < len(ks) - 1 and np.isfinite(c[i - 1:i + 2]).all():
-        den = c[i - 1] - 2 * c[i] + c[i + 1]
-        frac = 0.5 * (c[i - 1] - c[i + 1]) / den if den < 0 else 0.0
-    return ks[i] + frac, float(c[i])
+        counters = {k: v for k, v in (await srv.metrics()).items()
+                    if k.startswith(SERVER_COUNTERS) and "_bucket" not in k and "_created" not in k}
+    return client, mic.start_time, counters
 
 
 @dataclass
@@ -227,52 +202,102 @@ def _timeline(client: Client) -> Timeline:
     return Timeline(frames, v0, a0, returned, rate, (v_lit - a_lit) - (v0 - a0))
 
 
+def _log_mel(x: np.ndarray) -> np.ndarray:
+    """16 kHz audio -> log-mel frames (T, 80) every 10 ms, relative to the signal's loud level
+    and floored 60 dB below it (so a codec's silence and a microphone's hiss both read as floor)."""
+    from presenter.audio.mel import power_mel
+
+    db = 10 * np.log10(power_mel(x).T + 1e-10)
+    loud = np.percentile(db, 99) if db.size else 0.0
+    return np.maximum(db - loud, -FLOOR_DB) / 10.0
+
+
+def warp(cost: np.ndarray, max_jump: int, jump_cost: float) -> np.ndarray:
+    """Cost (I, J) -> the returned frame j(i) (I,) matched to each sent frame i: monotonic, each
+    step advancing 0..max_jump frames (0: returned audio dropped sent audio; > 1: it inserted
+    some), minimising the summed cost plus jump_cost per frame of step away from 1; free start
+    and end. One row at a time: O(I * J * max_jump)."""
+    I, J = cost.shape
+    total = cost[0].copy()
+    back = np.zeros((I, J), np.int16)                   # the step taken into (i, j)
+    penalty = jump_cost * np.abs(np.arange(max_jump + 1) - 1)
+    for i in range(1, I):
+        best = np.full(J, np.inf)
+        for d in range(max_jump + 1):
+            cand = np.full(J, np.inf)
+            cand[d:] = total[:J - d] + penalty[d]
+            take = cand < best
+            best[take] = cand[take]
+            back[i, take] = d
+        total = cost[i] + best
+    path = np.empty(I, int)
+    path[-1] = int(np.argmin(total))
+    for i in range(I - 1, 0, -1):
+        path[i - 1] = path[i] - back[i, path[i]]
+    return path
+
+
+def _long_runs(flags: np.ndarray, min_len: int) -> int:
+    """How many True entries lie in runs of at least min_len."""
+    n, run = 0, 0
+    for f in list(flags) + [False]:
+        if f:
+            run += 1
+        else:
+            n, run = n + (run if run >= min_len else 0), 0
+    return n
+
+
 def place_phones(tl: Timeline, sent: np.ndarray, sent_start: float, utts: list[Utterance]) -> tuple[
         list[tuple[str, float, float]], dict]:
     """Phones of every utterance on the video clock (seconds after server frame 0), each where the
-    returned audio plays it; -> (phones, lag report).
+    returned audio plays it; -> (phones, report on the returned voice's delay and continuity).
 
-    The returned audio's delay is not constant: the live stream shifts it in 20-40 ms steps
-    (seen: 162 ms, then 202 ms from 5 s into a call). So each phone gets its own lag: the call's
-    lag, refined per utterance (+-REFINE_S), then per phone on a LOCAL_S window around it
-    (+-LOCAL_SEARCH_S), median-filtered over 5 neighbouring phones against stray peaks."""
+    The returned voice is not the sent one delayed by a constant: the live stream moves the delay
+    in 20-40 ms steps, and a stream that cannot keep up plays speech with gaps in between. So
+    each utterance is matched frame by frame (10 ms log-mels, `warp`) against the returned audio
+    from where it was sent to MAX_LAG_S later, and each phone edge is taken through that match."""
     from presenter.audio.io import resample
 
-    e_sent = _envelope(sent, SENT_RATE)
-    e_got = _envelope(resample(tl.returned, tl.rate, SENT_RATE), SENT_RATE)
-    # returned time (after a0) = sent time (after sent_start) + hops * HOP_S - base
-    base = sent_start - tl.a0
-    call, _ = _best_lag(e_sent, e_got, range(math.floor(base / HOP_S), math.ceil((base + MAX_LAG_S) / HOP_S) + 1))
-    phones, per_utt, per_phone = [], [], []
+    hop = 0.01
+    got = _log_mel(resample(tl.returned, tl.rate, SENT_RATE))
+    mel_sent = _log_mel(sent)
+    base = round((sent_start - tl.a0) / hop)           # returned frame = sent frame + base: no delay
+    phones, lags, inserted, dropped, mismatch = [], [], [], [], []
     for u in utts:
-        span = (round(u.start_s / HOP_S), round((u.start_s + u.duration_s) / HOP_S))
-        k_u, _ = _best_lag(e_sent, e_got, _around(call, REFINE_S), span)
-        voiced = [i for i, (p, _, _) in enumerate(u.phones) if p != "sil"]
-        local = []
-        for i in voiced:
-            _, s, e = u.phones[i]
-            c = (u.start_s + (s + e) / 2) / HOP_S
-            half = LOCAL_S / 2 / HOP_S
-            local.append(_best_lag(e_sent, e_got, _around(k_u, LOCAL_SEARCH_S), (round(c - half), round(c + half)))[0])
-        smooth = [float(np.median(local[max(0, j - 2):j + 3])) for j in range(len(local))]
-        lag_of = dict(zip(voiced, smooth))
-        for i, (p, s, e) in enumerate(u.phones):
-            shift = u.start_s + lag_of.get(i, k_u) * HOP_S + tl.a0 - tl.v0     # utterance time -> video clock
-            phones.append((p, s + shift, e + shift))
-        per_utt.append(k_u * HOP_S - base)
-        per_phone += [k * HOP_S - base for k in smooth]
-    d = np.asarray(per_phone)
-    return phones, {"call_s": round(call * HOP_S - base, 4),
-                    "per_utterance_s": [round(x, 4) for x in per_utt],
-                    "per_phone_s": {"median": round(float(np.median(d)), 4), "min": round(float(d.min()), 4),
-                                    "max": round(float(d.max()), 4), "p5": round(float(np.percentile(d, 5)), 4),
-                                    "p95": round(float(np.percentile(d, 95)), 4)}}
+        i0 = max(0, round((u.start_s - MARGIN_S) / hop))
+        i1 = min(len(mel_sent), round((u.start_s + u.duration_s + MARGIN_S) / hop))
+        j0 = max(0, i0 + base)
+        j1 = min(len(got), i1 + base + round(MAX_LAG_S / hop))
+        if j1 - j0 < i1 - i0:
+            raise RuntimeError(f"{u.name}: the returned audio ends before this utterance came back")
+        a, b = mel_sent[i0:i1], got[j0:j1]
+        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+        cost = np.sqrt(np.maximum(sq, 0) / a.shape[1])                               # (I, J) RMS difference
+        path = warp(cost, round(MAX_JUMP_S / hop), JUMP_COST) + j0
+        steps = np.diff(path)                            # 1: real time; the match wiggles by a frame
+        inserted.append(float(np.where(steps > GAP_FRAMES, steps - 1, 0).sum() * hop))
+        dropped.append(float(_long_runs(steps == 0, GAP_FRAMES) * hop))
+        mismatch.append(10 * float(cost[np.arange(len(path)), path - j0].mean()))      # dB
 
+        def at(t: float) -> float:
+            """Utterance time -> video-clock time where the returned audio plays it."""
+            i = (u.start_s + t) / hop - i0
+            j = np.interp(i, np.arange(len(path)), path)
+            return j * hop + tl.a0 - tl.v0
 
-def _around(k: float, s: float) -> range:
-    """Lags (hops) within s seconds of k hops."""
-    r = round(s / HOP_S)
-    return range(round(k) - r, round(k) + r + 1)
+        for p, s, e in u.phones:
+            phones.append((p, at(s), at(e)))
+            if p != "sil":
+                lags.append(at(s) + tl.v0 - tl.a0 - (u.start_s + s) - (sent_start - tl.a0))
+    d = np.asarray(lags)
+    return phones, {
+        "returned_after_sent_s": {"median": round(float(np.median(d)), 4), "min": round(float(d.min()), 4),
+                                  "max": round(float(d.max()), 4)},
+        "inserted_s": round(sum(inserted), 3), "dropped_s": round(sum(dropped), 3),
+        "mismatch_db": round(float(np.mean(mismatch)), 2), "placed_reliably": bool(np.mean(mismatch) <= MISMATCH_MAX_DB),
+        "per_utterance": [{"name": u.name, "inserted_s": round(x, 3), "dropped_s": round(y, 3),
+                           "mismatch_db": round(z, 2)} for u, x, y, z in zip(utts, inserted, dropped, mismatch)]}
 
 
 def measure(opts: Options, *, pipeline: Pipeline | None = None, clips: list[RealClip] | None = None) -> dict:
@@ -289,7 +314,7 @@ def measure(opts: Options, *, pipeline: Pipeline | None = None, clips: list[Real
         raise UserError("no aligned test utterances to send (apt-get install pocketsphinx-testdata)")
     sent, utts = call_audio(clips, opts.gap_s)
     t = time.monotonic()
-    client, sent_start = asyncio.run(record_call(pipeline, sent, tail_s=pipeline.audio_delay_s + 1.5))
+    client, sent_start, counters = asyncio.run(record_call(pipeline, sent, tail_s=pipeline.audio_delay_s + 1.5))
     call_s = time.monotonic() - t
     tl = _timeline(client)
     phones, lag = place_phones(tl, sent, sent_start, utts)
@@ -313,6 +338,7 @@ def measure(opts: Options, *, pipeline: Pipeline | None = None, clips: list[Real
                   "lag": lag},
         "clock": {"video_frame0_minus_audio_sample0_s": round(tl.v0 - tl.a0, 4),
                   "literal_rule_video_later_s": round(tl.literal_video_late_s, 4)},
+        "server": counters,
         "judge": scores,
     }
 
@@ -352,12 +378,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     v, a, j = report["video"], report["audio"], report["judge"]
-    lag = a["lag"]["per_phone_s"]
+    lag = a["lag"]["returned_after_sent_s"]
     print(format_table([(f"{report['driver']} / {Path(report['avatar']).name}", j)]))
     print(f"video: {v['frames']} frames, {v['fps_received']} fps received, {v['missing_frames']} missing; "
           f"audio: {a['returned_s']} s returned over a {a['arrival_span_s']} s call "
           f"({a['sent_s']} s sent); voice returned {lag['median'] * 1000:.0f} ms after sending "
-          f"(per phone {lag['min'] * 1000:.0f}..{lag['max'] * 1000:.0f} ms)")
+          f"(per phone {lag['min'] * 1000:.0f}..{lag['max'] * 1000:.0f} ms), {a['lag']['inserted_s']} s of gaps "
+          f"inserted into the utterances, {a['lag']['dropped_s']} s dropped")
+    if not a["lag"]["placed_reliably"]:
+        print(f"WARNING: the returned voice matches the sent one poorly ({a['lag']['mismatch_db']} dB RMS log-mel "
+              f"difference, over {MISMATCH_MAX_DB}): the phones cannot be placed reliably, so these scores do not "
+              "judge lip sync; see audio.lag.per_utterance and server in the JSON")
     if args.json:
         tmp = args.json.with_suffix(args.json.suffix + ".tmp")
         tmp.write_text(json.dumps(report, indent=1))
