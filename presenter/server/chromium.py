@@ -58,7 +58,7 @@ def healthz(url: str) -> dict:
 
 @contextlib.contextmanager
 def server_process(home: Path, log_path: Path, args: tuple[str, ...] = (),
-                   start_timeout_s: float = 60.0) -> Iterator[tuple[str, subprocess.Popen]]:
+                   start_timeout_s: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
     """`python -m presenter.serve` on a free loopback port with PRESENTER_HOME=home, its output
     in log_path; yields (base url, process) once /healthz answers, and stops it with Ctrl-C."""
     port = free_port()
