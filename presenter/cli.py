@@ -255,14 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# Modules that only an extra installs (pyproject.toml), by import name -> the extra. A plain
-# `pip install .` runs `presenter --help`; a command that reaches for one of these says what to install.
+# Modules that only an extra installs (pyproject.toml), by import name -> the extras that have it.
+# A plain `pip install .` runs `presenter --help`; a command that reaches for one of these says
+# what to install: the extra meant for that command (COMMAND_EXTRA) when it has the module.
 EXTRAS = {
-    "aiohttp": "serve", "aiortc": "serve", "aioice": "serve", "webrtcvad": "serve", "prometheus_client": "serve",
-    "sounddevice": "serve", "pyvirtualcam": "serve",
-    "torch": "train", "pocketsphinx": "train", "openvino": "train", "dlib": "train", "pytorch_msssim": "train",
-    "onnx": "onnx", "onnxruntime": "onnx", "tensorrt": "tensorrt", "playwright": "dev",
+    "aiohttp": ("serve",), "aiortc": ("serve",), "aioice": ("serve",), "webrtcvad": ("serve",),
+    "prometheus_client": ("serve",), "sounddevice": ("serve",), "pyvirtualcam": ("serve",),
+    "torch": ("train", "serve"), "pocketsphinx": ("train",), "openvino": ("train",), "dlib": ("train",),
+    "pytorch_msssim": ("train",), "onnx": ("onnx",), "onnxruntime": ("onnx", "serve"), "tensorrt": ("tensorrt",),
+    "playwright": ("dev",),
 }
+COMMAND_EXTRA = {"live": "serve", "bench": "serve", "train": "train", "data": "train"}
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -273,8 +276,10 @@ def _run(args: argparse.Namespace) -> None:
         top = (e.name or "").split(".")[0]
         if top not in EXTRAS:
             raise
+        extras = EXTRAS[top]
+        extra = COMMAND_EXTRA.get(args.command) if COMMAND_EXTRA.get(args.command) in extras else extras[0]
         raise UserError(f"'presenter {args.command}' needs {top}, which is not installed: "
-                        f"pip install 'presenter[{EXTRAS[top]}]'") from None
+                        f"pip install 'presenter[{extra}]'") from None
 
 
 def main(argv: list[str] | None = None) -> int:
