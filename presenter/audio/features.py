@@ -209,14 +209,15 @@ class StreamingFeatures:
     """
 
     def __init__(self, cfg: FeatureConfig, *, encode: Encode | None = None,
-                 skip: Callable[[np.ndarray], np.ndarray] | None = None, impl: str = "fast") -> None:
+                 skip: Callable[[np.ndarray], np.ndarray] | None = None, silence: np.ndarray | None = None,
+                 impl: str = "fast") -> None:
         """skip: frame indices (k,) -> (k,) bool, frames whose encoder call may be saved (silence);
-        they get the features of an all-silent window instead. impl: see `WindowMels`."""
+        they get `silence` (F,) instead (default: `silence_features`). impl: see `WindowMels`."""
         self.cfg = cfg
         self._mels = WindowMels(cfg.window_samples, impl=impl)
         self._encode = encode or default_encode()
         self._skip = skip
-        self._silence = None if skip is None else silence_features(cfg, self._encode)
+        self._silence = silence if silence is not None or skip is None else silence_features(cfg, self._encode)
         self._buf = np.zeros(cfg.left_pad_samples, np.float32)  # padded audio from frame `next_frame`'s window on
         self._n_audio = 0                                   # real samples received
         self.next_frame = 0                                 # index of the next frame to emit

@@ -41,6 +41,12 @@ class MouthDriver(Protocol):
         """Forget all audio and state (barge-in): the next push starts frame 0 from silence."""
         ...
 
+    def skip(self, n_frames: int) -> None:
+        """The next n_frames poses are not needed (their time has passed: the machine is
+        overloaded). The driver may return them at rest without the work of computing them;
+        they still come out, so frame numbering is unchanged."""
+        ...
+
 
 def is_rest(pose: np.ndarray, *, atol: float = 1e-3) -> bool:
     """True when pose (P,) is the neutral mouth: the avatar's own idle frame can be shown as is."""

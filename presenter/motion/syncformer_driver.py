@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from presenter.audio.features import Encode, StreamingFeatures
+from presenter.audio.features import Encode, StreamingFeatures, silence_features
 from presenter.audio.vad import Vad
 from presenter.face.canonical import N_VERTICES
 from presenter.models.lipsync import LipSyncModel, load_lipsync
@@ -43,6 +43,7 @@ class SyncFormerDriver:
             encode = whisper_encode(1)
         self._encode = encode
         self._skip_silence = skip_silence
+        self._silence = silence_features(self.model.feat_cfg, encode)
         self.set_style(reference)
         self.reset()
 
@@ -59,11 +60,16 @@ class SyncFormerDriver:
         self._window = np.zeros((0, self.model.sync.cfg.feat_dim), np.float32)
 
     def _new_utterance(self) -> None:
-        skip = self._silent if self._skip_silence else None
-        self._features = StreamingFeatures(self.model.feat_cfg, encode=self._encode, skip=skip)
+        self._features = StreamingFeatures(self.model.feat_cfg, encode=self._encode, skip=self._silent,
+                                           silence=self._silence)
         self._vad = Vad()
         self._voiced = np.zeros(0, bool)   # webrtcvad decisions (20 ms each) from decision _voiced_base on
         self._voiced_base = 0
+        self._skip_to = 0                  # frames before this one are skipped (see skip)
+
+    def skip(self, n_frames: int) -> None:
+        """Frames not yet returned, up to n_frames of them, come out at rest with no encoder call."""
+        self._skip_to = self._features.next_frame + n_frames
 
     def _silent(self, frames: np.ndarray) -> np.ndarray:
         """Video frame indices (k,) -> (k,) bool: no speech heard from SILENCE_MARGIN_S before each
@@ -75,7 +81,8 @@ class SyncFormerDriver:
         c = np.concatenate([[0], np.cumsum(self._voiced)])
         start = np.clip(frames * per_frame - before - self._voiced_base, 0, len(self._voiced))
         end = np.clip(frames * per_frame + after - self._voiced_base, 0, len(self._voiced))
-        return c[end] == c[start]
+        quiet = c[end] == c[start] if self._skip_silence else np.zeros(len(frames), bool)
+        return quiet | (frames < self._skip_to)
 
     def push(self, audio: np.ndarray) -> np.ndarray:
         audio = np.asarray(audio, np.float32).reshape(-1)
@@ -100,15 +107,14 @@ class SyncFormerDriver:
             return np.zeros((0, N_VERTICES, 3), np.float32)
         keep = self.model.sync.cfg.receptive_frames - 1
         self._window = np.concatenate([self._window, feats])[-(keep + k):]
-        silent = self._silent(np.arange(first, first + k)) if self._skip_silence else np.zeros(k, bool)
+        silent = self._silent(np.arange(first, first + k))
         if silent.all():
             return np.zeros((k, N_VERTICES, 3), np.float32)
         with torch.inference_mode():
             x = torch.from_numpy(self._window)[None]
             coeffs = self.model.sync.coefficients(x, self._style)[0, -k:]          # (k, K)
             disp = (coeffs @ self.model.sync.basis).view(k, N_VERTICES, 3).numpy().copy()
-        if self._skip_silence:
-            disp[silent] = 0.0
-        else:                          # no VAD: a frame the model puts at rest counts as silence
+        disp[silent] = 0.0
+        if not self._skip_silence:     # no VAD: a frame the model puts at rest counts as silence
             disp[np.abs(disp).max(axis=(1, 2)) < REST_SNAP_CM] = 0.0
         return disp

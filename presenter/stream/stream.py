@@ -9,12 +9,21 @@ One stream per session, shared by the WebRTC server, the local-microphone mode a
     async for chunk in stream:             # one StreamChunk per 40 ms, on the stream's own clock
         send(chunk.video, chunk.audio)
 
-Data flow (all heavy work in `pool`, never on the event loop):
+Data flow (model work in `pool`, never on the event loop):
 
-    push_audio -> inbox -> [pool] resample to 48 kHz mono -> playback ring (audio out)
-                                  -> 16 kHz -> MouthDriver -> poses, one per 40 ms of the ring
+    push_audio -> inbox -> resample to 48 kHz mono (on the loop) -> playback ring (audio out)
+                                  -> 16 kHz -> speech queue -> [pool] MouthDriver -> poses,
+                                     one per 40 ms of the ring, in slices of INGEST_SLICE_S
     clock tick n (every 40 ms): take ring audio [r, r + 40 ms) and the pose of that span
                                 -> [pool] Renderer.render(n, pose) -> label -> yuv420p
+
+Audio and motion are separate stages, so a slow driver never holds the voice back: audio
+reaches the ring as soon as it is resampled. Playback starts once `buffer_s` is held and the
+first frame's pose is ready. A driver that falls behind the playback (an overloaded machine) is
+told to skip the frames already played (`MouthDriver.skip`): the mouth rests there, and the
+frames after them are on time again, in sync. A live stream also grows its delay when poses come
+late (up to `max_extra_s`, by holding back silent frames, never speech) and gives it back
+slowly once they are on time again, so lips and voice meet on a busy machine too.
 
 The clock never waits on compute: a render starts `render_lead_s` before its frame is due and,
 if it is not done by then, the previous frame is sent again and counted as reused; while that
@@ -48,7 +57,7 @@ log = logging.getLogger(__name__)
 FRAME_S = 1.0 / FPS
 OUT_FRAME = PLAYBACK_RATE // FPS               # 1920 samples of 48 kHz audio per video frame
 DECIMATE = PLAYBACK_RATE // ANALYSIS_RATE      # 3
-INGEST_SLICE_S = 0.2                           # most audio driven per pool job (see _ingest)
+INGEST_SLICE_S = 0.2                           # most audio resampled or driven in one step (_ingest, _motion)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class StreamConfig:
     live: bool = False           # a real-time source (microphone, WebRTC): after a stall, silence
                                  # (never speech) is skipped until the delay is back near buffer_s
     live_slack_s: float = 0.02   # delay above buffer_s tolerated before silence is skipped
+    max_extra_s: float = 0.2     # live: most delay added to buffer_s while poses come late (see _plan)
+    extra_decay_frames: int = 250  # live: on-time spoken frames after which one frame of it is given back
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.render_lead_s < FRAME_S:
@@ -88,6 +99,8 @@ class StreamStats:
     late_poses: int = 0             # frames whose pose was not ready: the last pose was held
     underruns: int = 0              # playback ran out of audio before a flush (input too slow)
     skipped_silence: int = 0        # live sources: silent 40 ms steps skipped to win back delay
+    held_silence: int = 0           # live sources: silent 40 ms steps held back to add delay for late poses
+    extra_delay_s: float = 0.0      # live sources: delay added to buffer_s because poses came late
     playing_frames: int = 0         # frames that carried pushed audio
     pending_s: float = 0.0          # audio pushed and not yet played
     driven_s: float = 0.0           # audio fed through the mouth driver so far
@@ -175,12 +188,17 @@ class PresenterStream:
         self._poses_end = 0                           # ring frame index after the last pose
         self._last_pose: np.ndarray | None = None
         self._last_pose_k = 0                         # ring frame index the last pose belongs to
+        self._on_time = 0                             # spoken frames whose pose was ready, since the last late one
         self._playing = False
         self._flushed = False
         self._closed = False
         self._iterating = False
         self._ingest_task: asyncio.Task | None = None
-        # Owned by the ingest stage (touched only inside pool jobs, one at a time).
+        self._motion_task: asyncio.Task | None = None
+        self._speech: list[_Item] = []                # 16 kHz audio and flush markers for the driver
+        self._speech_wake = asyncio.Event()
+        self._reset_driver = False
+        # Owned by the ingest stage.
         self._rs48 = StreamResampler(PLAYBACK_RATE)
         self._rs16 = StreamResampler(ANALYSIS_RATE)
         self._fed48 = 0
@@ -215,8 +233,9 @@ class PresenterStream:
     def interrupt(self) -> None:
         """Barge-in: drop all speech not yet played; the next frame (<= 40 ms) is the idle loop."""
         self._generation += 1
-        self._reset_next = True
+        self._reset_next = self._reset_driver = True
         self._inbox.clear()
+        self._speech.clear()
         self._inbox_s = 0.0
         self._ring = _Ring()
         self._poses.clear()
@@ -231,58 +250,44 @@ class PresenterStream:
 
     def _start(self) -> None:
         if self._ingest_task is None and not self._closed:
-            self._ingest_task = asyncio.get_running_loop().create_task(self._ingest(), name="presenter-ingest")
+            loop = asyncio.get_running_loop()
+            self._ingest_task = loop.create_task(self._ingest(), name="presenter-ingest")
+            self._motion_task = loop.create_task(self._motion(), name="presenter-motion")
 
     async def _ingest(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Audio stage: inbox -> resampled -> playback ring (48 kHz) and speech queue (16 kHz).
+
+        Resampling costs ~0.1 ms per 20 ms of audio, so it runs on the loop, INGEST_SLICE_S at a
+        time: the voice never queues behind model work in the pool."""
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
-            if not self._inbox:
-                continue
-            items, self._inbox = self._inbox, []
-            self._inbox_s = 0.0
-            generation = self._generation
-            # A long push (a whole TTS utterance) is driven slice by slice, each slice's audio and
-            # poses handed over as soon as they are ready: playback starts after the first slice,
-            # not after the whole backlog.
-            for piece in _slices(items, INGEST_SLICE_S):
-                if generation != self._generation:
-                    break                             # interrupted: drop the rest of this backlog
+            while self._inbox and not self._closed:
+                run, self._inbox = _first_run(self._inbox, INGEST_SLICE_S)
+                self._inbox_s = sum(len(it.pcm) / it.rate for it in self._inbox if it.pcm is not None)
                 reset, self._reset_next = self._reset_next, False
-                t0 = time.perf_counter()
-                try:
-                    segments, poses = await loop.run_in_executor(self._pool, self._process, piece, reset)
-                except Exception:
-                    log.exception("audio ingest failed; %d chunks dropped, the driver starts afresh", len(piece))
-                    self._reset_next = True
-                    break
-                self._on_stage("motion", time.perf_counter() - t0)
-                if generation != self._generation:
-                    break                             # interrupted while this ran: drop it
-                for samples, t, flushed in segments:
+                for samples, a16, t, flushed in self._resample(run, reset):
                     self._ring.append(samples, t)
                     self._flushed = self._flushed or flushed
-                    self.stats.driven_s += len(samples) / PLAYBACK_RATE
-                for p in poses:
-                    self._poses.append(p)
-                self._poses_end += len(poses)
+                    self._speech.append(_Item(a16, ANALYSIS_RATE, t))
+                    if flushed:
+                        self._speech.append(_Item(None, 0, t))
+                self._speech_wake.set()
+                await asyncio.sleep(0)                # let the clock and the network in between slices
 
-    def _process(self, items: list[_Item], reset: bool) -> tuple[list[tuple[np.ndarray, float, bool]], np.ndarray]:
-        """Pool job: resample, feed the driver. -> ring segments (48 kHz, push time, ends a flush), poses (F, P)."""
+    def _resample(self, items: list[_Item], reset: bool) -> list[tuple[np.ndarray, np.ndarray, float, bool]]:
+        """Pushed chunks -> [(48 kHz for the ring, 16 kHz for the driver, push time, ends a flush)]."""
         if reset:
-            self.driver.reset()
             self._rs48, self._rs16 = StreamResampler(PLAYBACK_RATE), StreamResampler(ANALYSIS_RATE)
             self._fed48 = self._fed16 = 0
-        segments, poses = [], []
+        out = []
         for it in items:
             if it.pcm is not None:
                 a48 = self._rs48(it.pcm, it.rate)
                 a16 = self._rs16(a48, PLAYBACK_RATE)
                 self._fed48 += len(a48)
                 self._fed16 += len(a16)
-                segments.append((a48, it.t, False))
-                poses.append(self.driver.push(a16))
+                out.append((a48, a16, it.t, False))
                 continue
             # Flush: release the filters' tails and pad the ring to a whole frame with silence,
             # so ring frames and driver frames stay the same grid.
@@ -293,10 +298,50 @@ class PresenterStream:
             want = max(0, self._fed48 // DECIMATE - self._fed16)
             a16 = a16[:want] if len(a16) >= want else np.concatenate([a16, np.zeros(want - len(a16), np.float32)])
             self._fed16 += len(a16)
-            segments.append((a48, it.t, True))
-            poses.append(self.driver.push(a16))
-            poses.append(self.driver.flush())
-        return segments, (np.concatenate(poses) if poses else empty_poses())
+            out.append((a48, a16, it.t, True))
+        return out
+
+    async def _motion(self) -> None:
+        """Motion stage: speech queue -> MouthDriver -> poses, a slice at a time, so a long push
+        (a whole TTS utterance) speaks as soon as its first slice is driven."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await self._speech_wake.wait()
+            self._speech_wake.clear()
+            while self._speech and not self._closed:
+                generation = self._generation
+                piece, self._speech = _first_run(self._speech, INGEST_SLICE_S)
+                reset, self._reset_driver = self._reset_driver, False
+                behind = self._play_frame() - self._poses_end if self._playing else 0   # played, no pose yet
+                t0 = time.perf_counter()
+                try:
+                    poses = await loop.run_in_executor(self._pool, self._drive, piece, reset,
+                                                       behind + 1 if behind > 0 else 0)
+                except Exception:
+                    log.exception("mouth driver failed; %d chunks dropped, it starts afresh", len(piece))
+                    self._reset_driver = True
+                    continue
+                self._on_stage("motion", time.perf_counter() - t0)
+                if generation != self._generation:
+                    continue                          # interrupted while this ran: drop it
+                self.stats.driven_s += sum(len(it.pcm) for it in piece if it.pcm is not None) / ANALYSIS_RATE
+                self._poses.extend(poses)
+                self._poses_end += len(poses)
+
+    def _drive(self, items: list[_Item], reset: bool, skip: int) -> np.ndarray:
+        """Pool job: feed the driver 16 kHz audio and flushes -> poses (F, P)."""
+        if reset:
+            self.driver.reset()
+        if skip:
+            self.driver.skip(skip)
+        poses = []
+        for it in items:
+            poses.append(self.driver.push(it.pcm) if it.pcm is not None else self.driver.flush())
+        return np.concatenate(poses) if poses else empty_poses()
+
+    def _play_frame(self) -> int:
+        """Ring frame index that plays next."""
+        return (self._ring.read + OUT_FRAME // 2) // OUT_FRAME
 
     # --- output ------------------------------------------------------------------------------
 
@@ -304,29 +349,43 @@ class PresenterStream:
         """Take the audio and pose for the next frame (on the loop; cheap)."""
         silent = _Plan(self._generation, np.zeros(OUT_FRAME, np.float32), None, None, 0.0)
         ring = self._ring
+        k = self._play_frame()                          # the ring frame this audio belongs to
         if not self._playing:
-            if ring.buffered >= self.cfg.buffer_s * PLAYBACK_RATE or (self._flushed and ring.buffered > 0):
+            held = ring.buffered >= self.cfg.buffer_s * PLAYBACK_RATE or (self._flushed and ring.buffered > 0)
+            if held and self._poses_end > k:            # and the first frame's pose is ready
                 self._playing = True
             else:
                 return silent
-        k = (ring.read + OUT_FRAME // 2) // OUT_FRAME   # the ring frame this audio belongs to
         self._drop_poses_before(k)
         if self.cfg.live:
-            too_much = (self.cfg.buffer_s + self.cfg.live_slack_s) * PLAYBACK_RATE
-            while (ring.buffered - OUT_FRAME > too_much and len(self._poses) >= 2
-                   and is_rest(self._poses[0]) and is_rest(self._poses[1])):
+            # The delay follows the pipeline: silences are shortened while it is above target
+            # (after a stall) and lengthened while below (the target grew because poses came late).
+            target = (self.cfg.buffer_s + self.stats.extra_delay_s) * PLAYBACK_RATE
+            silent_next = len(self._poses) >= 2 and is_rest(self._poses[0]) and is_rest(self._poses[1])
+            if silent_next and ring.buffered + OUT_FRAME < target:
+                self.stats.held_silence += 1
+                return silent
+            while ring.buffered - OUT_FRAME > target + self.cfg.live_slack_s * PLAYBACK_RATE and silent_next:
                 ring.take(OUT_FRAME)                    # a silent frame: skip it
                 self.stats.skipped_silence += 1
                 k += 1
                 self._drop_poses_before(k)
+                silent_next = len(self._poses) >= 2 and is_rest(self._poses[0]) and is_rest(self._poses[1])
         audio, t_push = ring.take(OUT_FRAME)
         if self._poses and self._poses_base == k:
             pose = self._poses.popleft()
             self._poses_base += 1
             self._last_pose, self._last_pose_k = pose, k
+            self._on_time += not is_rest(pose)
+            if self._on_time >= self.cfg.extra_decay_frames and self.stats.extra_delay_s > 0:
+                self.stats.extra_delay_s = max(0.0, self.stats.extra_delay_s - FRAME_S)
+                self._on_time = 0
         else:                                           # the driver is behind: hold the last pose
             self.stats.late_poses += 1
             pose = self._last_pose
+            if self.cfg.live:
+                self.stats.extra_delay_s = min(self.cfg.max_extra_s, self.stats.extra_delay_s + FRAME_S)
+                self._on_time = 0
         av_offset = 0.0 if pose is None else (self._last_pose_k - k) * FRAME_S
         if ring.buffered == 0:                          # ran dry: wait for buffer_s (or a flush) again
             self._playing = False
@@ -404,38 +463,38 @@ class PresenterStream:
             self._iterating = False
 
     async def close(self) -> None:
-        """Stop the clock and the ingest task. Idempotent."""
+        """Stop the clock and the audio and motion tasks. Idempotent."""
         self._closed = True
         self._wake.set()
-        task, self._ingest_task = self._ingest_task, None
-        if task is not None:
+        self._speech_wake.set()
+        tasks = [t for t in (self._ingest_task, self._motion_task) if t is not None]
+        self._ingest_task = self._motion_task = None
+        for task in tasks:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _slices(items: list[_Item], max_s: float) -> Iterator[list[_Item]]:
     """Items in order, cut into runs of at most max_s seconds of audio (long chunks split);
     a flush marker ends the run it is in."""
-    run, run_s = [], 0.0
-    for it in items:
-        if it.pcm is None:
-            yield run + [it]
-            run, run_s = [], 0.0
-            continue
-        start = 0
-        while start < len(it.pcm):
-            n = min(len(it.pcm) - start, max(1, int(round((max_s - run_s) * it.rate))))
-            run.append(_Item(it.pcm[start:start + n], it.rate, it.t))
-            run_s += n / it.rate
-            start += n
-            if run_s >= max_s - 1e-9:
-                yield run
-                run, run_s = [], 0.0
-    if run:
+    while items:
+        run, items = _first_run(items, max_s)
         yield run
+
+
+def _first_run(items: list[_Item], max_s: float) -> tuple[list[_Item], list[_Item]]:
+    """(the first run of `_slices`, the items after it)."""
+    run, run_s = [], 0.0
+    for i, it in enumerate(items):
+        if it.pcm is None:
+            return run + [it], items[i + 1:]
+        n = min(len(it.pcm), max(1, int(round((max_s - run_s) * it.rate))))
+        run.append(_Item(it.pcm[:n], it.rate, it.t))
+        run_s += n / it.rate
+        if run_s >= max_s - 1e-9:
+            rest = [_Item(it.pcm[n:], it.rate, it.t)] if n < len(it.pcm) else []
+            return run, rest + items[i + 1:]
+    return run, []
 
 
 def _discard(fut: asyncio.Future) -> None:
