@@ -61,7 +61,8 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     """`presenter bench stages|live`: numbers of this machine (the tests assert behaviour only)."""
     from presenter.stream.pipeline import ENGINES
 
-    bench = sub.add_parser("bench", formatter_class=_Formatter, help="measure this machine: stage timings, live sessions",
+    bench = sub.add_parser("bench", formatter_class=_Formatter,
+                           help="measure this machine: stage timings, live sessions",
                            description="Measure speed on this machine. The test suite asserts behaviour only; frame "
                                        "rates, latencies, reused frames and CPU shares are measured here.\n\n"
                                        "Examples:\n  presenter bench stages --repeats 200\n"
