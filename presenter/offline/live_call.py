@@ -33,6 +33,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -313,7 +314,7 @@ def measure(opts: Options, *, pipeline: Pipeline | None = None, clips: list[Real
     if not clips:
         raise UserError("no aligned test utterances to send (apt-get install pocketsphinx-testdata)")
     sent, utts = call_audio(clips, opts.gap_s)
-    t = time.monotonic()
+    load_before, t = os.getloadavg()[0], time.monotonic()
     client, sent_start, counters = asyncio.run(record_call(pipeline, sent, tail_s=pipeline.audio_delay_s + 1.5))
     call_s = time.monotonic() - t
     tl = _timeline(client)
@@ -330,6 +331,7 @@ def measure(opts: Options, *, pipeline: Pipeline | None = None, clips: list[Real
         "options": asdict(opts), "engine": pipeline.engine, "driver": pipeline.driver_name,
         "avatar": str(pipeline.pack.root), "utterances": [u.name for u in utts],
         "speech_s": round(sum(u.duration_s for u in utts), 3), "call_s": round(call_s, 2),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],     # before, after the call
         "video": {"frames": len(rec.video_t), "fps_received": round((len(rec.video_t) - 1) / video_span, 2),
                   "missing_frames": len(tl.frames) - len(present),
                   "crop_box": list(face_box(pipeline))},
@@ -385,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({a['sent_s']} s sent); voice returned {lag['median'] * 1000:.0f} ms after sending "
           f"(per phone {lag['min'] * 1000:.0f}..{lag['max'] * 1000:.0f} ms), {a['lag']['inserted_s']} s of gaps "
           f"inserted into the utterances, {a['lag']['dropped_s']} s dropped")
+    print(f"server: {report['server']}; load average {report['load_average_1min']} on {os.cpu_count()} cores")
     if not a["lag"]["placed_reliably"]:
         print(f"WARNING: the returned voice matches the sent one poorly ({a['lag']['mismatch_db']} dB RMS log-mel "
               f"difference, over {MISMATCH_MAX_DB}): the phones cannot be placed reliably, so these scores do not "
