@@ -21,7 +21,9 @@ from presenter.render.mesh import posed_mesh
 
 CROP = 256
 CAVITY_RGB = (52, 18, 22)
-TEETH_RGB = (226, 222, 210)
+TEETH_RGB = (206, 198, 186)   # teeth inside a mouth are in shade
+TEETH_GAP_SHARE = 0.3         # upper teeth cover at most this share of the opening's height
+TEETH_WIDTH_SHARE = 0.3       # ... and the middle +-this share of the mouth's width
 TONGUE_RGB = (172, 84, 88)
 MIN_GAP_PX = 1.5   # below this the lips touch: only their seam is drawn
 SEAM_DARKEN = 0.6  # how much the sealed lips' seam darkens the lip colour at its middle
@@ -55,13 +57,16 @@ def draw_mouth_interior(img: np.ndarray, verts: np.ndarray, teeth: float, tongue
     cv2.fillPoly(mask, [poly], 255, cv2.LINE_AA, shift=ss)
     layer = np.empty_like(img)
     layer[:] = CAVITY_RGB
-    band = min(0.45 * gap, 0.09 * float(np.ptp(upper[:, 0]))) * teeth
-    if band > 0.5:
-        teeth_poly = np.concatenate([upper, upper[::-1] + np.array([0.0, band])])
-        cv2.fillPoly(layer, [np.round(teeth_poly * (1 << ss)).astype(np.int32)], TEETH_RGB, cv2.LINE_AA, shift=ss)
-        low_band = 0.5 * band
-        lower_teeth = np.concatenate([lower, lower[::-1] - np.array([0.0, low_band])])
-        cv2.fillPoly(layer, [np.round(lower_teeth * (1 << ss)).astype(np.int32)], TEETH_RGB, cv2.LINE_AA, shift=ss)
+    # Teeth show in the middle of the mouth only (the corners are in shadow): upper ones from a
+    # small opening, lower ones once it is wide.
+    width = float(np.ptp(upper[:, 0]))
+    band = min(TEETH_GAP_SHARE * gap, 0.07 * width) * teeth
+    for contour, depth in ((upper, band), (lower, -0.5 * band if gap > 0.12 * width else 0.0)):
+        mid = contour[np.abs(contour[:, 0] - contour[:, 0].mean()) <= TEETH_WIDTH_SHARE * width]
+        if abs(depth) > 0.5 and len(mid) >= 2:
+            tooth_row = np.concatenate([mid, mid[::-1] + np.array([0.0, depth])])
+            cv2.fillPoly(layer, [np.round(tooth_row * (1 << ss)).astype(np.int32)], TEETH_RGB, cv2.LINE_AA,
+                         shift=ss)
     if tongue > 0:
         c = lower.mean(0) - np.array([0.0, 0.25 * gap])
         axes = (int(0.3 * np.ptp(upper[:, 0]) * tongue) + 1, int(0.2 * gap * tongue) + 1)
