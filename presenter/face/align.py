@@ -27,9 +27,12 @@ MOUTH_WINDOW_256 = (64, 128, 128)
 Measured on the template (sealed canonical mesh, 256 px): subnasale y 136, outer lips x 99..157 and
 y 151..175, chin y 223. Wide faces and open mouths reach further: the astronaut's smiling lips span
 x 88..168, and her chin drops from y 222 to 247 at the largest jaw command (2.2 cm at the lower lip).
-So the window starts 8 px above the subnasale (the mask begins at the subnasale) and runs to the crop's bottom
-edge, the only way to keep a dropped chin inside it; x 64..192 is the full mouth width with 24 px or
-more on each side. It is half the crop's side: the mouth is drawn at the 256 px crop's resolution.
+Over the 1,600 frames of 200 GAN graded sequences (sealed to 3.0 cm open): outer lips x 80..175 and
+y 137..206, chin y at most 237 (p99 234), subnasale y 125..146 (median 137).
+So the window starts near the subnasale (the lower-face mask begins there) and runs to the crop's
+bottom edge, the only way to keep a dropped chin inside it; x 64..192 holds the widest mouths with
+16 px or more on each side. It is half the crop's side: the mouth is drawn at the 256 px crop's
+resolution.
 """
 
 
