@@ -9,7 +9,9 @@
 "use strict";
 
 window.startLatencyProbe = function ({ video, micStream, remoteStream, mouthBox }) {
-  const QUIET_MS = 300, LEVEL_ON = 0.01, LEVEL_OFF = 0.004, DARK_LUMA = 70, OPEN_RISE = 0.04;
+  // OPEN_RISE: the learned mouth opens less than the loudness baseline's jaw (about 0.02-0.07 of
+  // the box turns dark on speech); the idle loop's own dark share moves by < 0.003.
+  const QUIET_MS = 300, LEVEL_ON = 0.01, LEVEL_OFF = 0.004, DARK_LUMA = 70, OPEN_RISE = 0.012;
   const ctx = new AudioContext();
   ctx.resume().catch(() => {});
   const analyser = (stream) => {

@@ -23,7 +23,7 @@ from presenter.face.canonical import N_VERTICES
 from presenter.models.lipsync import LipSyncModel, load_lipsync
 
 REST_SNAP_CM = 0.05        # without VAD, frames whose displacement stays under this are at rest
-SILENCE_MARGIN_S = 0.3     # speech this close before a frame still runs the model (lips close after it)
+SILENCE_MARGIN_S = 0.15    # speech this close before a frame still runs the model (lips close after it)
 
 
 class SyncFormerDriver:
