@@ -8,51 +8,17 @@ import contextlib
 import json
 import re
 import time
-from dataclasses import dataclass
 
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from prometheus_client.parser import text_string_to_metric_families
 
 from presenter.errors import UserError
 from presenter.server.app import HUB, MAX_BODY_BYTES, ServerConfig, build_app
 from presenter.server.client import Client, Received, WavMicrophone
-
-
-@dataclass
-class Running:
-    url: str
-    app: web.Application
-
-    async def metrics(self) -> dict[str, float]:
-        """Every sample of /metrics as {'name{label="v"}': value}."""
-        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as r:
-            text = await r.text()
-        out = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-        return out
-
-
-@contextlib.asynccontextmanager
-async def serving(pipeline, **config):
-    """The app on 127.0.0.1 at a free port, torn down (shutdown closes all sessions) on exit."""
-    app = build_app(ServerConfig(**config), pipeline=pipeline)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield Running(f"http://127.0.0.1:{port}", app)
-    finally:
-        await runner.cleanup()
+from presenter.server.inprocess import Running, serving
 
 
 def mouth_crop(pipeline):

@@ -345,26 +345,41 @@ def measure(opts: Options, *, pipeline: Pipeline | None = None, clips: list[Real
     }
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+DESCRIPTION = "Record a loopback WebRTC call of held-out read speech and judge its lip sync (DESIGN 7b)."
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m presenter.offline.live_call",
-        description="Record a loopback WebRTC call of held-out read speech and judge its lip sync (DESIGN 7b).",
+        prog="python -m presenter.offline.live_call", description=DESCRIPTION,
         epilog="Examples:\n  python -m presenter.offline.live_call --engine baseline --json base.json\n"
                "  python -m presenter.offline.live_call --engine auto --utterances 5",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--engine", default="auto", choices=("auto", "syncformer", "baseline"),
-                   help="mouth driver (default: auto, the SyncFormer when its weights are installed)")
-    p.add_argument("--avatar", default="default", help="'default' or an avatar pack folder (default: default)")
-    p.add_argument("--utterances", type=int, default=10,
-                   help="pocketsphinx test utterances to send, 1-10 (default: 10, about 34 s of speech)")
-    p.add_argument("--gap-s", type=float, default=1.0, help="silence after each utterance, seconds (default: 1.0)")
-    p.add_argument("--json", type=Path, default=None, help="write the report here (default: print only)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
+        formatter_class=_Formatter)
+    add_arguments(p)
     return p
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The call's options (also `presenter eval live`)."""
+    p.add_argument("--engine", default="auto", choices=("auto", "syncformer", "baseline"),
+                   help="mouth driver: auto = the trained SyncFormer when its weights are installed")
+    p.add_argument("--avatar", default="default", help="'default' or an avatar pack folder")
+    p.add_argument("--utterances", type=int, default=10,
+                   help="pocketsphinx test utterances to send, 1-10")
+    p.add_argument("--gap-s", type=float, default=1.0, help="silence after each utterance, seconds")
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure and report a call for parsed `add_arguments` options -> exit code."""
     opts = Options(args.engine, args.avatar, args.utterances, args.gap_s)
     try:
         if not 1 <= opts.utterances <= 10:

@@ -59,6 +59,14 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
     train(train_pairs, val_pairs, args.run, gen_cfg=gen_cfg, cfg=cfg, threads=args.threads)
 
 
+def _cmd_eval_live(args: argparse.Namespace) -> None:
+    from presenter.offline.live_call import run
+
+    code = run(args)
+    if code:
+        raise SystemExit(code)
+
+
 def _cmd_eval_syncformer(args: argparse.Namespace) -> None:
     from presenter.train.evaluate import evaluate_lipsync
 
@@ -134,3 +142,13 @@ def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None
     v.add_argument("--max-clips", type=int, default=40, help="test clips to score")
     v.add_argument("-o", "--output", type=Path, default=None, help="also write the JSON here")
     v.set_defaults(func=_cmd_eval_syncformer)
+
+    from presenter.offline import live_call
+
+    lc = esub.add_parser("live", formatter_class=formatter, help="judge a recorded loopback call's lip sync",
+                         description=live_call.DESCRIPTION + " Real read speech from pocketsphinx-testdata "
+                         "goes in as the microphone; the returned face and voice are scored: p/b/m sealed, t/d/k/g "
+                         "open, labial AUC, offset.\n\nExamples:\n  presenter eval live\n"
+                         "  presenter eval live --engine baseline --json base.json")
+    live_call.add_arguments(lc)
+    lc.set_defaults(func=_cmd_eval_live)
