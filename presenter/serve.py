@@ -51,8 +51,8 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
                         "is generated and logged if neither is given")
     p.add_argument("--workers", type=int, default=d.workers, help="worker threads for motion and rendering")
     p.add_argument("--buffer-ms", type=float, default=None,
-                   help="audio delay before playback, ms (default: the mouth driver's look-ahead + 80 ms, "
-                        "covering one frame, the render lead and jitter)")
+                   help="audio delay before playback, ms (default: the mouth driver's look-ahead and compute time "
+                        "+ 80 ms for one frame, the render lead and jitter: 200 ms for the SyncFormer)")
 
 
 def config_from_args(args: argparse.Namespace) -> "ServerConfig":

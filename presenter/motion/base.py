@@ -26,6 +26,7 @@ class MouthDriver(Protocol):
     name: str           # shown to users and in metrics, e.g. "loudness baseline (no learning)"
     label: str          # short text drawn on every frame, e.g. "mouth: loudness baseline, no learning"
     lookahead_s: float  # audio needed beyond a frame's end before its pose is returned
+    compute_s: float    # time allowed, in the live audio delay, to compute a pose once its audio is in
 
     def push(self, audio: np.ndarray) -> np.ndarray:
         """(n,) float32 16 kHz audio -> (F, P) float32 poses of the frames this chunk completed."""

@@ -31,6 +31,9 @@ class SyncFormerDriver:
 
     name = "Style-SyncFormer"
     label = "mouth: Style-SyncFormer"
+    # A frame's pose costs 10-15 ms here (log-mel, encoder, SyncFormer; 25-40 ms on a loaded
+    # machine) and may wait behind a render in the shared pool: one frame period covers both.
+    compute_s = 0.04
 
     def __init__(self, model: LipSyncModel | None = None, *, encode: Encode | None = None,
                  reference: np.ndarray | None = None, skip_silence: bool = True) -> None:

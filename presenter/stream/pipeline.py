@@ -33,7 +33,8 @@ RENDERERS = ("auto", "generator", "baseline")
 class Pipeline:
     pack: AvatarPack
     renderer: Renderer
-    new_driver: Callable[[], MouthDriver]   # one driver per session (drivers keep state); has name, label, lookahead_s
+    new_driver: Callable[[], MouthDriver]   # one driver per session (drivers keep state); has name, label,
+                                            # lookahead_s, compute_s
     idle: IdleFrames
     engine: str                             # the engine actually chosen
     renderer_kind: str                      # the renderer actually chosen: "generator" or "baseline"
@@ -43,9 +44,10 @@ class Pipeline:
 
     @property
     def audio_delay_s(self) -> float:
-        """The audio delay a live session needs: the driver's look-ahead, one frame, the render lead
-        and ~15 ms of arrival jitter (0.1 s for the loudness baseline, 0.16 s for the SyncFormer)."""
-        return self.new_driver.lookahead_s + FRAME_DELAY_S
+        """The audio delay a live session needs: the driver's look-ahead and compute time, one frame,
+        the render lead and ~15 ms of arrival jitter (0.1 s for the loudness baseline, 0.2 s for
+        the SyncFormer)."""
+        return self.new_driver.lookahead_s + self.new_driver.compute_s + FRAME_DELAY_S
 
     def stream(self, pool: ThreadPoolExecutor, *, config: StreamConfig | None = None,
                on_stage: Callable[[str, float], None] | None = None) -> PresenterStream:
@@ -131,7 +133,7 @@ def _driver(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
     model, encode = load_lipsync(), whisper_encode(1)   # shared, read-only: one per process
 
     class _Factory:
-        name, label = SyncFormerDriver.name, SyncFormerDriver.label
+        name, label, compute_s = SyncFormerDriver.name, SyncFormerDriver.label, SyncFormerDriver.compute_s
         lookahead_s = model.feat_cfg.lookahead_s
 
         def __call__(self) -> MouthDriver:

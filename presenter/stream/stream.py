@@ -68,7 +68,7 @@ class StreamConfig:
     live: bool = False           # a real-time source (microphone, WebRTC): after a stall, silence
                                  # (never speech) is skipped until the delay is back near buffer_s
     live_slack_s: float = 0.02   # delay above buffer_s tolerated before silence is skipped
-    max_extra_s: float = 0.2     # live: most delay added to buffer_s while poses come late (see _plan)
+    max_extra_s: float = 0.08    # live: most delay added to buffer_s while poses come late (see _plan)
     extra_decay_frames: int = 250  # live: on-time spoken frames after which one frame of it is given back
 
     def __post_init__(self) -> None:
