@@ -278,7 +278,9 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
             parts["d_loss"] = F.softplus(d(fake, b["mask"], b["guidance"])).mean() + F.softplus(-d_real).mean()
             d_total = parts["d_loss"]
             if real.requires_grad:
-                (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+                # Per image, D's score is the mean over its patches (as in the losses): R1 on the
+                # patch sum would be (patches)^2 times stronger and hold D flat at chance.
+                (grad,) = torch.autograd.grad(d_real.mean((1, 2, 3)).sum(), real, create_graph=True)
                 parts["r1"] = grad.square().sum((1, 2, 3)).mean()
                 d_total = d_total + cfg.r1_gamma / 2 * parts["r1"] * cfg.r1_every
             opt_d.zero_grad(set_to_none=True)
