@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from presenter.errors import UserError
 from presenter.models.generator import (Generator, GeneratorConfig, ModulatedConv, PatchDiscriminator, inverse_haar,
                                         load_generator, save_generator)
-from presenter.train.generator import TrainConfig, masked_psnr_ssim, reconstruction_losses, train
+from presenter.train.generator import TrainConfig, learning_rate, masked_psnr_ssim, reconstruction_losses, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -260,9 +260,21 @@ def test_cli_defaults_match_train_config() -> None:
     add_train_commands(parser.add_subparsers(dest="cmd"), argparse.HelpFormatter)
     args = parser.parse_args(["train", "generator"])
     tc = TrainConfig()
-    for name in ("steps", "batch", "lr", "gan_start", "val_every", "ckpt_every"):
+    for name in ("steps", "batch", "lr", "decay_from", "gan_start", "val_every", "ckpt_every"):
         assert getattr(args, name) == getattr(tc, name), name
     assert np.isclose(args.max_minutes, tc.max_minutes)
+
+
+def test_learning_rate_is_constant_then_a_cosine_down_to_the_floor() -> None:
+    """decay_from 0 keeps the lr; otherwise it holds until decay_from, falls monotonically, is halfway at the
+    midpoint and reaches lr * lr_floor at the last step (a function of the step, so a resume continues it)."""
+    assert {learning_rate(s, TrainConfig(steps=100)) for s in (0, 50, 100)} == {TrainConfig().lr}
+    cfg = TrainConfig(steps=1000, lr=1e-3, decay_from=200, lr_floor=0.05)
+    assert learning_rate(0, cfg) == learning_rate(200, cfg) == 1e-3
+    assert np.isclose(learning_rate(600, cfg), 1e-3 * (0.05 + 0.95 / 2))
+    assert np.isclose(learning_rate(1000, cfg), 5e-5)
+    lrs = [learning_rate(s, cfg) for s in range(200, 1001, 25)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
 
 
 def _ddp_worker(rank: int, world: int, port: int, run: str) -> None:

@@ -152,6 +152,24 @@ def test_mask_covers_lips_and_dropped_jaw_and_spares_the_border(sequences: Path)
         assert sub[1] - 10 <= top <= sub[1] + 2, (top, sub)
 
 
+def test_lips_mask_covers_the_lips_and_not_the_chin(sequences: Path) -> None:
+    """With lips_share 1 every pair's mask is > 0.9 on the target's lips, ~0 on its chin, and smaller than the
+    lower-face mask of the same pair."""
+    lips = GeneratorPairs(sequences, "train", augment=False, portrait_share=0.0, lips_share=1.0)
+    lower = GeneratorPairs(sequences, "train", augment=False, portrait_share=0.0)
+    v = to_mouth_window(_seq(sequences, "astro")["verts_256"])
+    for i in range(len(lips)):
+        assert lips.plan(i).lips and not lower.plan(i).lips
+        f = lips.plan(i).target_frame
+        mask = lips[i]["mask"][0].numpy()
+        poly = np.zeros((128, 128), np.uint8)
+        cv2.fillPoly(poly, [np.round(v[f, list(LIPS_OUTER), :2]).astype(np.int32)], 1)
+        assert mask[poly > 0].min() > 0.9
+        chin = np.round(v[f, CHIN, :2]).astype(int)
+        assert mask[min(chin[1], 127), chin[0]] < 0.1
+        assert mask.sum() < 0.7 * lower[i]["mask"].sum().item()
+
+
 def test_mask_is_zero_where_the_window_leaves_the_frame(sequences: Path) -> None:
     """Rows under the frame's bottom edge (replicated border in the target) are never painted; rows above are."""
     ds = GeneratorPairs(sequences, "val", augment=False)

@@ -73,7 +73,7 @@ def renderers(astronaut_pack: Path, weights: Path, tmp_path_factory: pytest.Temp
 
 def test_renderer_seam(renderers) -> None:
     """render(i, None) is the idle frame; a mouth pose or SyncFormer displacements change only the lower face."""
-    from presenter.face.align import MOUTH_WINDOW_256, warp_points
+    from presenter.face.masks import SUBNASALE
     from presenter.motion.mouth import JAW, rest
     from presenter.render.base import Renderer
 
@@ -88,14 +88,31 @@ def test_renderer_seam(renderers) -> None:
         assert frame.shape == pack.frames[1].shape and frame.dtype == np.uint8
         changed = np.abs(frame.astype(int) - pack.frames[1]).max(-1) > 0
         assert changed.any()
-        ys, xs = np.nonzero(changed)
-        # Every changed pixel lies inside the mouth window mapped back to the frame.
-        x0, y0, side = MOUTH_WINDOW_256
-        corners = np.array([[x0, y0], [x0 + side, y0], [x0, y0 + side], [x0 + side, y0 + side]], np.float32)
-        to_frame = np.linalg.inv(np.vstack([pack.face["align_256"][1], [0, 0, 1]]))[:2]
-        in_frame = warp_points(corners, to_frame)                                  # (4, 2) frame pixels
-        (fx0, fy0), (fx1, fy1) = in_frame.min(0), in_frame.max(0)
-        assert xs.min() >= fx0 - 2 and xs.max() <= fx1 + 2 and ys.min() >= fy0 - 2 and ys.max() <= fy1 + 2
+        # Only the lower face changes: nothing above 40 % of the way from the nostrils to the eyes
+        # (the warp's lower-face mask and its feather).
+        ys, _ = np.nonzero(changed)
+        nose = pack.face["verts_px"][1, SUBNASALE, 1]
+        eyes = pack.face["verts_px"][1, [33, 263], 1].max()
+        assert ys.min() >= nose - 0.4 * (nose - eyes), (ys.min(), nose, eyes)
+
+
+def test_paint_mask_follows_the_commanded_lips(renderers) -> None:
+    """The generator paints the commanded mouth's lips mask: it grows with the jaw and covers the posed lips."""
+    from presenter.face.align import to_mouth_window
+    from presenter.face.canonical import LIPS_OUTER
+    from presenter.motion.mouth import JAW, rest
+
+    _, fast, _ = renderers
+    areas = []
+    for jaw in (0.0, 0.8):
+        pose = rest()
+        pose[JAW] = jaw
+        _, _, verts = fast.mouth_crop(0, pose)
+        mask = fast.paint_mask(verts)
+        lips = np.round(to_mouth_window(verts)[list(LIPS_OUTER), :2]).astype(int)
+        assert mask[lips[:, 1], lips[:, 0]].min() > 0.9
+        areas.append(mask.sum())
+    assert areas[1] > 1.2 * areas[0]
 
 
 def test_fast_renderer_matches_reference(renderers) -> None:

@@ -1,8 +1,10 @@
-"""Masks from the fitted mesh at crop resolution: lower face (lip-sync) and whole face (swap).
+"""Masks from the fitted mesh at crop resolution: lower face (lip-sync), lips, whole face (swap).
 
-Both are float32 (S, S) in [0, 1]. The lower-face mask is the convex hull of the mesh below
+All are float32 (S, S) in [0, 1]. The lower-face mask is the convex hull of the mesh below
 the nose, grown downwards by `JAW_MARGIN` of the crop so that a jaw opened by the generator
-stays inside it, then feathered; the face mask is the hull of the whole mesh, feathered.
+stays inside it, then feathered; the lips mask is the hull of the outer lips grown by
+`LIPS_GROW` of the mouth's width, feathered by half that (the generator paints the mouth there
+while a warp moves the skin around it); the face mask is the hull of the whole mesh, feathered.
 """
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from presenter.face.canonical import canonical_mesh
+from presenter.face.canonical import LIPS_OUTER, canonical_mesh
 
 SUBNASALE = 2          # the point under the nose where the lower-face region starts
 JAW_MARGIN = 0.06      # downward growth of the mouth mask, fraction of the crop side
 FEATHER = 0.03         # edge softness, fraction of the crop side
+LIPS_GROW = 0.16       # growth of the lips mask, fraction of the mouth's width (corner to corner)
+MOUTH_CORNERS = (61, 291)
 
 
 @lru_cache(maxsize=1)
@@ -41,6 +45,16 @@ def mouth_mask(verts_crop: np.ndarray, size: int) -> np.ndarray:
     pts = np.asarray(verts_crop, np.float32)[_lower_face_ids(), :2]
     grown = np.concatenate([pts, pts + np.array([0.0, JAW_MARGIN * size], np.float32)])
     return _feather(_hull_mask(grown, size), size)
+
+
+def lips_mask(verts_crop: np.ndarray, size: int) -> np.ndarray:
+    """Mask (S, S) of the outer lips and a margin around them, from the mesh in crop pixels (V, 2+)."""
+    pts = np.asarray(verts_crop, np.float32)[:, :2]
+    grow = LIPS_GROW * float(np.linalg.norm(pts[MOUTH_CORNERS[0]] - pts[MOUTH_CORNERS[1]]))
+    hull = _hull_mask(pts[list(LIPS_OUTER)], size)
+    k = 2 * max(1, int(round(grow))) + 1
+    grown = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return cv2.GaussianBlur(grown.astype(np.float32) / 255.0, (0, 0), max(grow / 2, 0.5))
 
 
 def face_mask(verts_crop: np.ndarray, size: int) -> np.ndarray:

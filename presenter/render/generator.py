@@ -1,15 +1,18 @@
-"""The learned renderer: the rewired generator paints the lower face in the mouth window.
+"""The learned renderer: a warp of the avatar moves the skin, the rewired generator paints the mouth.
 
 Per frame (legend: S = 128 window pixels, V = 468 vertices, N style width):
-  posed mesh in the 256 px crop (`presenter.render.mesh.posed_mesh`, shared with the baseline)
-  -> window coordinates -> guidance (S, S, 4) and paint mask (S, S)
-  -> generator(idle crop's window, mask, guidance, the avatar's cached styles) -> window (S, S, 3)
-  -> colour matched to the idle crop along the mask's edge -> back into the 256 crop
-  -> feathered paste-back into the idle frame.
+  the baseline's warp of the idle crop to the posed mesh (`WarpBaselineRenderer.warp`: jaw, chin
+  and cheeks move with the mouth, the photo's texture kept; no drawn interior)
+  -> window coordinates -> guidance (S, S, 4) and paint mask (S, S): the commanded mesh's lips mask
+  -> generator(warped window, mask, guidance, the avatar's cached styles) -> window (S, S, 3)
+  -> colour matched to the warped window along the mask's edge -> back into the 256 crop
+  -> feathered paste-back into the idle frame (the warp's lower-face mask).
 
-The paint mask is the training one: the lower face of the frame's mesh and of the same face with
-the jaw dropped wide open (`generator_mask_256`), tapered to 0 at the window border. It depends
-only on the idle frame, so it is computed once per frame. The styles come from the pack's
+Why the lips mask and not the whole lower face: measured on test identities (`presenter eval
+generator`, docs/generator.md), the live preset painting the whole lower face from style vectors
+alone loses the skin's texture (stubble, wrinkles) and scored below the warp; the warp keeps it
+and the generator draws what a warp cannot, the lips and the inside of the mouth. The generator
+is trained on both masks (`GeneratorPairs(lips_share=...)`). The styles come from the pack's
 reference frames (mean over them), once per renderer.
 
 impl "fast" runs the per-frame graph in ONNX Runtime (exported once per weights into the engine
@@ -18,7 +21,6 @@ cache); "ref" runs the PyTorch module. Tests compare the two.
 from __future__ import annotations
 
 import hashlib
-import threading
 from importlib import resources
 from pathlib import Path
 
@@ -27,12 +29,12 @@ import torch
 
 from presenter.avatar.pack import AvatarPack
 from presenter.errors import UserError
-from presenter.face.align import (MOUTH_WINDOW_256, mouth_window, paste_back, place_mouth_window, to_mouth_window,
-                                  warp_points)
+from presenter.face.align import MOUTH_WINDOW_256, mouth_window, paste_back, place_mouth_window, to_mouth_window
 from presenter.face.guidance import render_guidance
+from presenter.face.masks import lips_mask
 from presenter.models.generator import load_generator
-from presenter.render.mesh import posed_mesh
-from presenter.train.generator_data import EDGE_TAPER_PX, generator_mask_256, wide_open_mesh
+from presenter.render.warp_baseline import WarpBaselineRenderer
+from presenter.train.generator_data import EDGE_TAPER_PX
 
 CROP = 256
 WINDOW = MOUTH_WINDOW_256[2]
@@ -82,13 +84,10 @@ class GeneratorRenderer:
         self.pack, self.impl = pack, impl
         self._frames = pack.frames
         self._crops = pack.crops[CROP]["crops"]
-        f = pack.face
-        self._verts, self._canon, self._align = f["verts_px"], f["canon"], f[f"align_{CROP}"]
-        self._rot, self._scale, self._trans = f["rotation"], f["scale"], f["translation"]
+        self._align = pack.face[f"align_{CROP}"]
+        self._warp = WarpBaselineRenderer(pack)
         self.styles = self._reference_styles(pack.reference_indices)                  # (1, N)
         self._taper = window_taper()
-        self._masks: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
         self._session = self._onnx_session(weights_dir, threads) if impl == "fast" else None
 
     def _reference_styles(self, indices: list[int]) -> np.ndarray:
@@ -107,14 +106,9 @@ class GeneratorRenderer:
         path = cached_export("generator", digest.hexdigest()[:12], lambda p: export_generator_onnx(self.model, p))
         return session(path, threads)
 
-    def paint_mask(self, i: int) -> np.ndarray:
-        """Frame i's paint mask in the window (S, S) float32 (cached)."""
-        with self._lock:
-            if i not in self._masks:
-                rest = warp_points(self._verts[i], self._align[i])
-                full = generator_mask_256(rest, wide_open_mesh(rest))
-                self._masks[i] = mouth_window(full) * self._taper
-            return self._masks[i]
+    def paint_mask(self, verts: np.ndarray) -> np.ndarray:
+        """The paint mask (S, S) float32 of a posed mesh (V, 3) in crop px: its lips mask in the window, tapered."""
+        return lips_mask(to_mouth_window(verts), WINDOW) * self._taper
 
     def generate(self, target: np.ndarray, mask: np.ndarray, guidance: np.ndarray) -> np.ndarray:
         """One window: target (S, S, 3) uint8, mask (S, S), guidance (S, S, 4) -> composite (S, S, 3) float32 in [0, 255]."""
@@ -130,16 +124,13 @@ class GeneratorRenderer:
 
     def mouth_crop(self, index: int, mouth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(crop (256, 256, 3) uint8, blend mask (256, 256) float32, posed mesh in crop px (V, 3)) for frame index."""
-        i = index % len(self._frames)
-        verts = posed_mesh(self._canon[i], self._rot[i], float(self._scale[i]), self._trans[i], self._align[i], mouth)
-        mask = self.paint_mask(i)
-        target = mouth_window(self._crops[i])
+        warped, blend, verts, _ = self._warp.warp(index, mouth)
+        mask = self.paint_mask(verts)
+        target = mouth_window(warped)
         out = self.generate(target, mask, render_guidance(to_mouth_window(verts), WINDOW))
         out = colour_match(out, target.astype(np.float32), mask)
         window = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-        blend = np.zeros((CROP, CROP), np.float32)
-        mouth_window(blend)[...] = mask
-        return place_mouth_window(self._crops[i], window), blend, verts
+        return place_mouth_window(warped, window), blend, verts
 
     def render(self, index: int, mouth: np.ndarray | None) -> np.ndarray:
         i = index % len(self._frames)

@@ -122,8 +122,9 @@ class WarpBaselineRenderer:
         self._closable: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def mouth_crop(self, index: int, mouth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(crop (S, S, 3) uint8, blend mask (S, S) float32, posed mesh in crop px (V, 3)) for frame index.
+    def warp(self, index: int, mouth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
+        """Frame index's crop warped to the mouth, without an interior: (crop (S, S, 3) uint8, blend mask
+        (S, S) float32, posed mesh in crop px (V, 3), (teeth, tongue, the photo's own lip gap px)).
 
         mouth: params (P,) deform the frame's own mouth (the photo's parted lips stay at rest), or
         displacements (V, 3) cm are added to the frame's closed rest (a SyncFormer's output).
@@ -132,13 +133,18 @@ class WarpBaselineRenderer:
         m = self._align[i]
         src = warp_points(self._verts[i], m)
         if mouth.shape == (N_PARAMS,):
-            crop, teeth, tongue, base = self._crops[i], float(mouth[TEETH]), float(mouth[TONGUE]), _gap(src)
+            crop, hints = self._crops[i], (float(mouth[TEETH]), float(mouth[TONGUE]), _gap(src))
         else:
-            crop, teeth, tongue, base = self._closable_crop(i, src), 1.0, 0.4, 0.0
+            crop, hints = self._closable_crop(i, src), (1.0, 0.4, 0.0)
         dst = posed_mesh(self._canon[i], self._rot[i], float(self._scale[i]), self._trans[i], m, mouth)
-        out = warp_image(crop, src, dst)
-        draw_mouth_interior(out, dst, teeth, tongue, base_gap_px=base)
         mask = np.maximum(self._masks[i].astype(np.float32) / 255.0, mouth_mask(dst, CROP))
+        return warp_image(crop, src, dst), mask, dst, hints
+
+    def mouth_crop(self, index: int, mouth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(crop (S, S, 3) uint8, blend mask (S, S) float32, posed mesh in crop px (V, 3)): `warp`, with a
+        drawn mouth interior."""
+        out, mask, dst, (teeth, tongue, base) = self.warp(index, mouth)
+        draw_mouth_interior(out, dst, teeth, tongue, base_gap_px=base)
         return out, mask, dst
 
     def _closable_crop(self, i: int, src: np.ndarray) -> np.ndarray:

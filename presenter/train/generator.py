@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -47,6 +48,8 @@ class TrainConfig:
     steps: int = 20000
     batch: int = 8                 # pairs per step, per process
     lr: float = 1e-3               # generator and discriminator, Adam
+    decay_from: int = 0            # from this step the lr falls on a cosine to lr * lr_floor at `steps`; 0 = constant
+    lr_floor: float = 0.05
     betas: tuple[float, float] = (0.5, 0.99)
     ema_beta: float = 0.999        # EMA decay per step (ramped up over the first steps)
     w_l1: float = 1.0
@@ -62,6 +65,17 @@ class TrainConfig:
     val_pairs: int = 64            # val pairs scored, spread evenly over the val split (no augmentation)
     max_minutes: float = 0.0       # stop (after a checkpoint) after this much wall time; 0 = no limit
     seed: int = 0
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """The lr at `step`: constant, then (from `decay_from`) a cosine down to `lr * lr_floor` at `steps`.
+
+    A function of the step alone, so a resumed run (or one given a later `decay_from`) picks it up exactly.
+    """
+    if cfg.decay_from <= 0 or step < cfg.decay_from:
+        return cfg.lr
+    t = min(1.0, (step - cfg.decay_from) / max(1, cfg.steps - cfg.decay_from))
+    return cfg.lr * (cfg.lr_floor + (1 - cfg.lr_floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def msssim_window(size: int) -> int:
@@ -257,6 +271,10 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
     while step < cfg.steps:
         b = {k: v.to(device) for k, v in next(batches).items()}
         gan = step >= cfg.gan_start and cfg.w_gan > 0
+        lr = learning_rate(step, cfg)
+        for opt, scale in ((opt_g, 1.0), (opt_d, c)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
         # Generator step: reconstruction (+ non-saturating GAN through a frozen D).
         g.train()
         out = g(b["target"], b["mask"], b["guidance"], g.styles(b["reference"]))
@@ -300,7 +318,7 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
             continue
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
-            row = {"step": step, "s_per_step": round((now - t_log) / max(1, step - s_log), 3),
+            row = {"step": step, "s_per_step": round((now - t_log) / max(1, step - s_log), 3), "lr": lr,
                    **{k: round(float(v.detach()), 5) for k, v in parts.items()}}
             t_log, s_log = now, step
             _append_jsonl(run / "losses.jsonl", row)

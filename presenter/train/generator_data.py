@@ -4,7 +4,9 @@ A pair is built in the generator's window (`presenter.face.align.MOUTH_WINDOW_25
 256 px aligned crop, lower face):
   target     a frame of an identity's graded sequence (sealed ... wide open)
   guidance   that frame's fitted mesh drawn by `presenter.face.guidance.render_guidance`
-  mask       where the generator paints: the lower face of the target's mesh and of the same face with
+  mask       where the generator paints: (a `lips_share` of the pairs) the lips mask of the target's mesh,
+             as at run time, where a warp of the avatar moves the skin around it; otherwise
+             the lower face of the target's mesh and of the same face with
              the jaw fully dropped (`wide_open_mesh`), feathered, zero at the window border and where
              the window lies outside the source frame (the GAN's 512 px frames end under the chin: the
              bottom 12-17 rows of every window are the frame's last row replicated; outside the mask
@@ -50,7 +52,7 @@ from presenter.face.align import MOUTH_WINDOW_256, align_transform, to_mouth_win
 from presenter.face.canonical import LIPS_OUTER, N_VERTICES
 from presenter.face.fit import fit_points, pose_mesh
 from presenter.face.guidance import render_guidance
-from presenter.face.masks import mouth_mask
+from presenter.face.masks import lips_mask, mouth_mask
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +332,7 @@ class Plan:
     colour: Colour
     reference_geometry: Geometry  # a portrait's reference is augmented on its own
     reference_colour: Colour
+    lips: bool = False            # paint mask: the lips mask (run time's) rather than the lower face
 
 
 def _random_geometry(rng: np.random.Generator) -> Geometry:
@@ -358,12 +361,15 @@ class GeneratorPairs(Dataset):
     """
 
     def __init__(self, sequences_root: str | Path, split: str, *, crop_px: int = 128, seed: int = 0,
-                 augment: bool = True, portrait_share: float = 0.05) -> None:
+                 augment: bool = True, portrait_share: float = 0.05, lips_share: float = 0.0) -> None:
         if split not in {name for name, _ in SPLITS}:
             raise UserError(f"split must be train, val or test, got {split!r}")
         if not 0.0 <= portrait_share < 1.0:
             raise UserError(f"portrait_share must be in [0, 1), got {portrait_share}")
+        if not 0.0 <= lips_share <= 1.0:
+            raise UserError(f"lips_share must be in [0, 1], got {lips_share}")
         self.split, self.crop_px, self.seed, self.augment = split, crop_px, seed, augment
+        self.lips_share = lips_share
         self.epoch = 0
         self.cache = load_cache(sequences_root)
         self.rows = np.flatnonzero(self.cache.splits == split)                      # identities of the split
@@ -394,7 +400,8 @@ class GeneratorPairs(Dataset):
         geo, col = (_random_geometry(rng), _random_colour(rng)) if self.augment else (Geometry(), Colour())
         if index >= len(self.frames):
             name = self.portraits[(index - len(self.frames)) % len(self.portraits)]
-            return Plan(name, True, 0, 0, geo, col, _random_geometry(rng), _random_colour(rng))
+            return Plan(name, True, 0, 0, geo, col, _random_geometry(rng), _random_colour(rng),
+                        lips=bool(rng.random() < self.lips_share))
         row, frame = self.frames[index]
         ok = np.flatnonzero(self.cache.found[row])
         others = ok[ok != frame]
@@ -403,7 +410,8 @@ class GeneratorPairs(Dataset):
         gap = np.abs(self.cache.opening_cm[row, others] - self.cache.opening_cm[row, frame])
         far = others[gap >= MIN_REFERENCE_GAP_CM]
         ref = int(rng.choice(far if len(far) else others))
-        return Plan(str(self.cache.ids[row]), False, frame, ref, geo, col, geo, col)
+        return Plan(str(self.cache.ids[row]), False, frame, ref, geo, col, geo, col,
+                    lips=bool(rng.random() < self.lips_share))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.render(self.plan(index))
@@ -425,7 +433,7 @@ class GeneratorPairs(Dataset):
         m = p.geometry.matrix(self.crop_px)
         v = warp_points(verts, m)                       # z scaled with x, y: the normals keep their shape
         guidance = render_guidance(v, self.crop_px)
-        mask = self._mask(verts, open_verts, m) * self._inside(to_window, frame_hw, m)
+        mask = self._mask(verts, None if p.lips else open_verts, m) * self._inside(to_window, frame_hw, m)
         weight = self._weight(v)
         if p.geometry.mirror:
             flip = (np.ascontiguousarray(a[:, ::-1]) for a in (target, guidance, mask, weight))
@@ -444,11 +452,13 @@ class GeneratorPairs(Dataset):
         return cv2.warpAffine(patch, m, (self.crop_px, self.crop_px), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REFLECT)
 
-    def _mask(self, verts: np.ndarray, open_verts: np.ndarray, m: np.ndarray) -> np.ndarray:
-        """Paint mask (S, S): drawn in the 256 px crop (the masks' margins are fractions of it), then warped."""
+    def _mask(self, verts: np.ndarray, open_verts: np.ndarray | None, m: np.ndarray) -> np.ndarray:
+        """Paint mask (S, S): drawn in the 256 px crop (the masks' margins are fractions of it), then warped.
+        The lower face of verts and open_verts, or (open_verts None) the lips mask of verts."""
         x0, y0, _ = MOUTH_WINDOW_256
         shift = np.array([x0, y0], np.float32)
-        full = generator_mask_256(verts[:, :2] + shift, open_verts[:, :2] + shift)
+        full = (lips_mask(verts[:, :2] + shift, 256) if open_verts is None
+                else generator_mask_256(verts[:, :2] + shift, open_verts[:, :2] + shift))
         to_out = m.astype(np.float64).copy()
         to_out[:, 2] -= to_out[:, :2] @ shift                            # 256 px crop -> output pixels
         out = cv2.warpAffine(full, to_out, (self.crop_px, self.crop_px), flags=cv2.INTER_LINEAR,
