@@ -143,3 +143,23 @@ def test_live_per_frame_cost_is_in_budget() -> None:
 
     g = Generator(GeneratorConfig.live())
     assert 0.1e9 <= per_frame_flops(g) <= 0.6e9
+
+
+def test_style_codes_are_stored_in_the_pack_per_weights(astronaut_pack: Path, weights: Path, tmp_path: Path) -> None:
+    """A pack without style codes gets them on first use (an old pack is upgraded); a second renderer reads
+    them back; other weights are not given the first weights' codes."""
+    import shutil
+
+    from presenter.avatar.pack import STYLES, load_pack, read_styles
+    from presenter.render.generator import GeneratorRenderer, reference_styles
+
+    pack = load_pack(shutil.copytree(astronaut_pack, tmp_path / "pack"))
+    (pack.root / STYLES).unlink(missing_ok=True)
+    first = GeneratorRenderer(pack, weights, impl="ref")
+    key = (weights / "model.sha256").read_text().split()[0]
+    stored = read_styles(pack, key)
+    assert stored is not None and np.array_equal(stored, first.styles)
+    np.testing.assert_allclose(stored, reference_styles(pack, first.model), atol=1e-6)
+    assert read_styles(pack, "0" * 64) is None
+    np.savez(pack.root / STYLES, styles=np.zeros_like(stored), weights=np.array(key))   # a marker: read, not recomputed
+    assert np.array_equal(GeneratorRenderer(pack, weights, impl="ref").styles, np.zeros_like(stored))

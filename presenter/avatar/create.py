@@ -115,7 +115,21 @@ def _assemble(frames: np.ndarray, fitted: list[FittedFace], source: dict, attrib
                "renderer, does better")
         log.warning("%s: %s", out, why)
         notes.append(why)
-    return write_pack(out, manifest, frames, face, crops, _preview(frames, crops[256], refs), force=force)
+    root = write_pack(out, manifest, frames, face, crops, _preview(frames, crops[256], refs), force=force)
+    _store_generator_styles(root)
+    return root
+
+
+def _store_generator_styles(root: Path) -> None:
+    """Cache the installed generator's style codes in a new pack (nothing to do without a generator or torch)."""
+    try:
+        from presenter.models.generator import load_generator
+        from presenter.render.generator import default_weights_dir, pack_styles
+    except ImportError:
+        return
+    weights = default_weights_dir()
+    if (weights / "model.sha256").is_file():
+        pack_styles(load_pack(root), load_generator(weights), weights)
 
 
 def _lip_gaps(pack: AvatarPack, frames: list[int]) -> dict[str, float]:

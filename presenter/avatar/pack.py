@@ -10,6 +10,9 @@ Layout (format version 1):
                     neutral (V, 3) cm; align_<S> (N, 2, 3) frame -> crop transforms for each crop size
     crops_<S>.npz   crops (N, S, S, 3) uint8; mouth_mask, face_mask (N, S, S) uint8 (0..255)
     preview.png     a contact sheet for people
+    styles.npz      optional: the generator's style codes of the reference frames, styles (1, D) float32,
+                    and the sha256 of the generator weights they belong to (`weights`); written by
+                    `presenter avatar create` or on a generator's first use of the pack
 
 Legend: N idle-loop frames, V = 468 mesh vertices, S crop side in pixels.
 """
@@ -85,6 +88,34 @@ def load_pack(root: str | Path) -> AvatarPack:
     except (OSError, KeyError, ValueError) as e:
         raise UserError(f"{root}: damaged avatar pack ({e}); recreate it with 'presenter avatar create'") from None
     return AvatarPack(root, manifest, frames, face, crops)
+
+
+STYLES = "styles.npz"
+
+
+def read_styles(pack: AvatarPack, weights_sha256: str) -> np.ndarray | None:
+    """The pack's cached style codes (1, D) for these generator weights, or None (absent, other weights, damaged)."""
+    path = pack.root / STYLES
+    try:
+        with np.load(path) as z:
+            if str(z["weights"]) == weights_sha256:
+                return z["styles"].astype(np.float32)
+    except (OSError, KeyError, ValueError):
+        pass
+    return None
+
+
+def write_styles(pack: AvatarPack, weights_sha256: str, styles: np.ndarray) -> bool:
+    """Store style codes in the pack, atomically; False (and a log line) if the pack is read-only."""
+    tmp = pack.root / f".{STYLES}.{os.getpid()}.tmp.npz"
+    try:
+        np.savez(tmp, styles=np.asarray(styles, np.float32), weights=np.array(weights_sha256))
+        os.replace(tmp, pack.root / STYLES)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log.info("could not store style codes in %s (%s); they are recomputed on each start", pack.root, e)
+        return False
+    return True
 
 
 def write_pack(out: Path, manifest: dict[str, Any], frames: np.ndarray, face: dict[str, np.ndarray],

@@ -13,7 +13,7 @@ generator`, docs/generator.md), the live preset painting the whole lower face fr
 alone loses the skin's texture (stubble, wrinkles) and scored below the warp; the warp keeps it
 and the generator draws what a warp cannot, the lips and the inside of the mouth. The generator
 is trained on both masks (`GeneratorPairs(lips_share=...)`). The styles come from the pack's
-reference frames (mean over them), once per renderer.
+reference frames (mean over them), cached in the pack (`styles.npz`, keyed by the weights).
 
 impl "fast" runs the per-frame graph in ONNX Runtime (exported once per weights into the engine
 cache); "ref" runs the PyTorch module. Tests compare the two.
@@ -21,6 +21,7 @@ cache); "ref" runs the PyTorch module. Tests compare the two.
 from __future__ import annotations
 
 import hashlib
+import logging
 from importlib import resources
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from presenter.face.masks import lips_mask
 from presenter.models.generator import load_generator
 from presenter.render.warp_baseline import WarpBaselineRenderer
 from presenter.train.generator_data import EDGE_TAPER_PX
+
+log = logging.getLogger(__name__)
 
 CROP = 256
 WINDOW = MOUTH_WINDOW_256[2]
@@ -66,6 +69,29 @@ def colour_match(image: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.
     return image - offset[None, None, :] * mask[..., None]
 
 
+def reference_styles(pack: AvatarPack, model) -> np.ndarray:
+    """Mean per-layer styles (1, N) of the pack's reference frames' mouth windows."""
+    crops = pack.crops[CROP]["crops"]
+    refs = np.stack([mouth_window(crops[i % len(crops)]) for i in pack.reference_indices or [0]])
+    x = torch.from_numpy(refs).permute(0, 3, 1, 2).float() / 127.5 - 1.0              # (K, 3, S, S)
+    with torch.no_grad():
+        return model.styles(x).mean(0, keepdim=True).numpy()
+
+
+def pack_styles(pack: AvatarPack, model, weights_dir: Path) -> np.ndarray:
+    """The pack's style codes for these weights: read from the pack, or computed once and stored in it."""
+    from presenter.avatar.pack import read_styles, write_styles
+
+    key = (Path(weights_dir) / "model.sha256").read_text().split()[0]
+    styles = read_styles(pack, key)
+    if styles is None:
+        styles = reference_styles(pack, model)
+        if write_styles(pack, key, styles):
+            log.info("stored the generator's style codes in %s (first use of these weights with this pack)",
+                     pack.root)
+    return styles
+
+
 class GeneratorRenderer:
     """Renders the mouth with the trained generator; see the module docstring. Thread-safe."""
 
@@ -86,16 +112,9 @@ class GeneratorRenderer:
         self._crops = pack.crops[CROP]["crops"]
         self._align = pack.face[f"align_{CROP}"]
         self._warp = WarpBaselineRenderer(pack)
-        self.styles = self._reference_styles(pack.reference_indices)                  # (1, N)
+        self.styles = pack_styles(pack, self.model, weights_dir)                       # (1, N)
         self._taper = window_taper()
         self._session = self._onnx_session(weights_dir, threads) if impl == "fast" else None
-
-    def _reference_styles(self, indices: list[int]) -> np.ndarray:
-        """Mean per-layer styles (1, N) of the pack's reference frames' windows."""
-        refs = np.stack([mouth_window(self._crops[i % len(self._crops)]) for i in indices or [0]])
-        x = torch.from_numpy(refs).permute(0, 3, 1, 2).float() / 127.5 - 1.0           # (K, 3, S, S)
-        with torch.no_grad():
-            return self.model.styles(x).mean(0, keepdim=True).numpy()
 
     def _onnx_session(self, weights_dir: Path, threads: int):
         from presenter.engines.onnxruntime import cached_export, session
