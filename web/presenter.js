@@ -120,6 +120,10 @@
       const serverMs = 1000 * (st.latency_s !== null ? st.latency_s : st.buffer_s);
       let text = `latency ≈ ${Math.round(serverMs + net)} ms ` +
                  `(server ${Math.round(serverMs)} + network/jitter ${Math.round(net)})`;
+      if (st.extra_delay_s > 0) {
+        // the server held back some silence because mouth poses came late (a busy CPU)
+        text += ` · +${Math.round(1000 * st.extra_delay_s)} ms for late mouth poses`;
+      }
       if (window.presenterProbe && window.presenterProbe.median() !== null) {
         text += ` · measured mic→screen ${Math.round(window.presenterProbe.median())} ms`;
       }

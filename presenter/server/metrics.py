@@ -30,6 +30,11 @@ class Metrics:
         self.audio_underruns = Counter("presenter_audio_underruns", "Playback ran out of input audio", registry=r)
         self.silence_skipped = Counter("presenter_silence_skipped_seconds",
                                        "Silence skipped to win back delay after a stall (live input)", registry=r)
+        self.silence_held = Counter("presenter_silence_held_seconds",
+                                    "Silence held back to add delay while poses came late (live input)", registry=r)
+        self.extra_delay = Gauge("presenter_extra_delay_seconds",
+                                 "Delay added to the audio buffer because poses came late, last reported by a "
+                                 "session (0 = the configured buffer)", registry=r)
         self.fps = Gauge("presenter_output_fps", "Video frames per second handed to senders over the last "
                          "second, lowest over sessions (0 without sessions)", registry=r)
         self.stage = Histogram("presenter_stage_seconds", "Time per pipeline step (motion: per audio batch; "
@@ -58,6 +63,8 @@ class Metrics:
         self.poses_late.inc(after.late_poses - before.late_poses)
         self.audio_underruns.inc(after.underruns - before.underruns)
         self.silence_skipped.inc((after.skipped_silence - before.skipped_silence) * FRAME_S)
+        self.silence_held.inc((after.held_silence - before.held_silence) * FRAME_S)
+        self.extra_delay.set(after.extra_delay_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
