@@ -69,6 +69,15 @@ def colour_match(image: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.
     return image - offset[None, None, :] * mask[..., None]
 
 
+PACK_GENERATOR = "generator"   # a pack's own fine-tuned generator (`presenter avatar finetune`), if any
+
+
+def pack_weights_dir(pack: AvatarPack) -> Path | None:
+    """The pack's fine-tuned generator folder when it has one (it then beats the shipped weights), else None."""
+    d = pack.root / PACK_GENERATOR
+    return d if (d / "model.safetensors").is_file() else None
+
+
 def reference_styles(pack: AvatarPack, model) -> np.ndarray:
     """Mean per-layer styles (1, N) of the pack's reference frames' mouth windows."""
     crops = pack.crops[CROP]["crops"]
@@ -102,7 +111,7 @@ class GeneratorRenderer:
                  threads: int = 1) -> None:
         if impl not in ("fast", "ref"):
             raise ValueError(f"impl must be 'fast' or 'ref', got {impl!r}")
-        weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
+        weights_dir = Path(weights_dir) if weights_dir else pack_weights_dir(pack) or default_weights_dir()
         self.model = load_generator(weights_dir)
         if self.model.cfg.crop_px != WINDOW:
             raise UserError(f"{weights_dir}: generator crop_px is {self.model.cfg.crop_px}, the mouth window is "

@@ -85,12 +85,12 @@ def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str =
 
 def _renderer(name: str, pack: AvatarPack) -> tuple[str, Renderer]:
     """(renderer chosen, the renderer) for --renderer name."""
-    from presenter.render.generator import default_weights_dir
+    from presenter.render.generator import default_weights_dir, pack_weights_dir
     from presenter.render.warp_baseline import WarpBaselineRenderer
 
     if name == "baseline":
         return "baseline", WarpBaselineRenderer(pack)
-    if not (default_weights_dir() / "model.safetensors").is_file():
+    if pack_weights_dir(pack) is None and not (default_weights_dir() / "model.safetensors").is_file():
         if name == "auto":
             log.info("no generator weights in %s: faces are drawn by the baseline warp renderer",
                      default_weights_dir())

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 SEALED_COMMAND = 0.01      # commanded inner-lip gap (inter-ocular) at or below this: a sealed command
 MASK_IN = 0.5              # paint-mask values above this are the scored mouth region
 GRID_ROWS = (0.0, 0.35, 0.7, 1.0)   # sequence positions (sealed .. wide open) shown in the grid
+GRID_IDS = 3                        # test identities shown in the grid
 
 
 @dataclass
@@ -250,13 +251,14 @@ def evaluate_generator(sequences: str | Path, weights: str | Path | None, *, max
                     truth_crops.append(_aligned_crop(pack, truth))
                     for n in names:
                         _score(renderers[n], pack, mouth, truth, mask, ref_desc, measures, scores[n])
-                    if len(rows) < 4 * len(GRID_ROWS) and k in show:
+                    if len(rows) < GRID_IDS * len(GRID_ROWS) and k in show:
                         rows.append([mouth_window(_aligned_crop(pack, ref_frame)),
                                      mouth_window(scores["baseline"].crops[-1]),
                                      mouth_window(scores["generator"].crops[-1]), mouth_window(truth_crops[-1])])
             default = default_pack()
-            sealed_default = _sealed_on_pack({"baseline": WarpBaselineRenderer(default),
-                                              "generator": GeneratorRenderer(default, weights)}, default, measures)
+            on_default = {"baseline": WarpBaselineRenderer(default), "generator": GeneratorRenderer(default, weights)}
+            sealed_default = _sealed_on_pack(on_default, default, measures)
+            rows += _shape_rows(on_default, default)
     finally:
         measures.close()
     result: dict[str, Any] = {
@@ -277,8 +279,30 @@ def evaluate_generator(sequences: str | Path, weights: str | Path | None, *, max
     return result
 
 
+SHAPES = {"sealed": {"close": 1.0}, "rounded": {"jaw": 0.25, "round": 1.0}, "spread": {"jaw": 0.2, "spread": 1.0},
+          "wide open": {"jaw": 1.0}}   # mouth-model commands shown on the default avatar (no truth exists)
+
+
+def _shape_rows(renderers: dict[str, Any], pack: AvatarPack) -> list[list[np.ndarray]]:
+    """Grid rows (idle, baseline, generator, the shape's name) of SHAPES on a pack's first frame."""
+    from presenter.motion.mouth import PARAM_NAMES, rest
+
+    rows = []
+    idle = mouth_window(_aligned_crop(pack, pack.frames[0]))
+    for name, params in SHAPES.items():
+        pose = rest()
+        for k, v in params.items():
+            pose[PARAM_NAMES.index(k)] = v
+        cells = [idle] + [mouth_window(_aligned_crop(pack, renderers[n].render(0, pose))) for n in ("baseline", "generator")]
+        label = np.full_like(idle, 255)
+        cv2.putText(label, name, (6, 66), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        rows.append(cells + [label])
+    return rows
+
+
 def _write_grid(path: Path, rows: list[list[np.ndarray]]) -> None:
-    """Rows of (reference, baseline, generator, truth) mouth windows, 2x upscaled, to a PNG (atomic)."""
+    """Rows of (reference, baseline, generator, truth) mouth windows, 2x upscaled, to a PNG (atomic); the
+    default avatar's rows have the commanded shape's name for truth."""
     img = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
     img = cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     header = np.full((28, img.shape[1], 3), 255, np.uint8)
