@@ -1,0 +1,1 @@
+"""Presenter as the face of voice-agent frameworks (optional extras: `pip install 'presenter[pipecat]'`)."""
