@@ -75,12 +75,15 @@ class PresenterVideoService(AIService):
 
     def __init__(self, *, pipeline: Pipeline | None = None, avatar: str = "default", engine: str = "auto",
                  renderer: str = "auto", workers: int = 2, stream_config: StreamConfig | None = None,
-                 **kwargs: object) -> None:
+                 sync_with_audio: bool = True, **kwargs: object) -> None:
         """pipeline: a loaded presenter pipeline, shared between services; None loads
         `load_pipeline(avatar, engine, renderer)` at StartFrame (~1-6 s).
         workers: threads of this service's pool (motion, render, colour conversion); one per core.
         stream_config: None holds audio for the pipeline's `audio_delay_s` (its driver's look-ahead
-        and compute time + 80 ms)."""
+        and compute time + 80 ms).
+        sync_with_audio: images ride the transport's audio queue (shown once the audio before them
+        has been sent; needs TransportParams(video_out_is_live=False)); False sends them to its live
+        video queue (video_out_is_live=True), paced by the transport's own 25 fps clock."""
         super().__init__(settings=ServiceSettings(model=None), **kwargs)
         if workers < 1:
             raise UserError(f"workers={workers}: need at least 1 worker thread")
@@ -88,6 +91,7 @@ class PresenterVideoService(AIService):
         self._load_args = (avatar, engine, renderer)
         self._workers = workers
         self._stream_config = stream_config
+        self._sync_with_audio = sync_with_audio
         self._pool: ThreadPoolExecutor | None = None
         self._stream: PresenterStream | None = None
         self._video_task: asyncio.Task | None = None
@@ -225,7 +229,7 @@ class PresenterVideoService(AIService):
                     image = _rgb_image(_yuv_frame(idle.yuv(chunk.index)))   # interrupted meanwhile (~1 ms)
                     speaking = False
                 image.pts = self._pts0 + chunk.index * FRAME_NS
-                image.sync_with_audio = True
+                image.sync_with_audio = self._sync_with_audio
                 await self.push_frame(image)
                 if speaking:
                     audio = TTSAudioRawFrame(chunk.audio.to_ndarray().tobytes(), AUDIO_RATE, 1,
