@@ -9,6 +9,7 @@ Examples:
   presenter data identities --count 650 --seed 0
   presenter data mouth-prior
   presenter live --mic
+  presenter verify out.mp4
 """
 from __future__ import annotations
 
@@ -224,6 +225,37 @@ def _add_live_command(sub: argparse._SubParsersAction) -> None:
     lv.set_defaults(func=_cmd_live)
 
 
+def _cmd_verify(args: argparse.Namespace) -> None:
+    from presenter.watermark import Z_FOUND, verify_file
+
+    if args.max_frames < 1:
+        raise UserError(f"--max-frames must be at least 1, got {args.max_frames}")
+    d = verify_file(args.file, max_frames=args.max_frames)
+    seen = f"pilot z {d.z:.1f}, scale {d.scale[1]:.2f}, frames {d.frames_found}/{d.frames}"
+    if d.found and d.payload is not None:
+        sys.stdout.write(f"{args.file}: found: presenter {d.payload.version}, run id {d.payload.run_id:08x}, "
+                         f"confidence {d.confidence:.6f} ({seen})\n")
+        return
+    why = "a pattern is there but its payload does not decode" if d.z >= Z_FOUND else f"pilot z below {Z_FOUND}"
+    sys.stdout.write(f"{args.file}: not found: {why} ({seen})\n")
+    raise SystemExit(1)
+
+
+def _add_verify_command(sub: argparse._SubParsersAction) -> None:
+    """`presenter verify FILE`: is this image or video the presenter's? Exit 0 found, 1 not, 2 unreadable."""
+    v = sub.add_parser("verify", formatter_class=_Formatter,
+                       help="find the presenter's invisible watermark in an image or a video",
+                       description="Look for the invisible watermark every presenter frame carries and print its "
+                                   "payload (presenter version, run or job id) and a confidence. Exit status: 0 "
+                                   "found, 1 not found, 2 unreadable file.\n\n"
+                                   "Examples:\n  presenter verify recording.mp4\n  presenter verify frame.png\n"
+                                   "  presenter verify call.webm --max-frames 200")
+    v.add_argument("file", type=Path, help="image (PNG, JPEG, ...) or video (any container PyAV reads)")
+    v.add_argument("--max-frames", type=int, default=48,
+                   help="video frames read, spread over its length (frames)")
+    v.set_defaults(func=_cmd_verify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="presenter", description=__doc__, formatter_class=_Formatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -253,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_commands(sub, _Formatter)
     _add_live_command(sub)
+    _add_verify_command(sub)
     return p
 
 

@@ -1,7 +1,8 @@
 """Outgoing frames: the synthetic-media label, RGB -> yuv420p, and the labelled idle loop.
 
 Every frame that leaves the presenter carries a small label saying it is synthetic and which
-renderer and mouth driver made it. The idle loop's frames are labelled and converted once per
+renderer and mouth driver made it, and an invisible watermark (presenter.watermark) with the
+version and this run's id. The idle loop's frames are labelled and converted once per
 avatar (`IdleFrames`), so silence costs one copy per frame and no rendering.
 
 Legend: H, W frame height and width in pixels (even); yuv420p planes stacked as (H * 3 / 2, W).
@@ -9,6 +10,7 @@ Legend: H, W frame height and width in pixels (even); yuv420p planes stacked as 
 from __future__ import annotations
 
 import fractions
+import logging
 from collections.abc import Sequence
 
 import av
@@ -17,6 +19,9 @@ import numpy as np
 
 from presenter.motion.mouth import JAW, rest
 from presenter.render.base import Renderer
+from presenter.watermark import Watermark, new_payload
+
+log = logging.getLogger(__name__)
 
 VIDEO_CLOCK_HZ = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_HZ)
@@ -88,14 +93,19 @@ def rgb_from_yuv(yuv: np.ndarray) -> np.ndarray:
 class IdleFrames:
     """The renderer's idle loop, labelled and converted to yuv420p once. Read-only, shareable."""
 
-    def __init__(self, renderer: Renderer, n_frames: int, label_lines: Sequence[str]) -> None:
+    def __init__(self, renderer: Renderer, n_frames: int, label_lines: Sequence[str], *,
+                 watermark: Watermark | None = None) -> None:
         """Also renders one frame with an open mouth, so the renderer's one-time setup (JIT caches,
-        about 0.6 s for the baseline) is paid here rather than by a session's first spoken frame."""
+        about 0.6 s for the baseline) is paid here rather than by a session's first spoken frame.
+        Every frame carries `watermark`; None: a new run id (logged, for `presenter verify`)."""
         self.label_lines = tuple(label_lines)
+        self.watermark = Watermark(new_payload()) if watermark is None else watermark
+        log.info("frames watermarked: presenter %s, run id %08x", self.watermark.payload.version,
+                 self.watermark.payload.run_id)
         warm = rest()
         warm[JAW] = 0.5
         renderer.render(0, warm)
-        self._yuv = [to_yuv420(draw_label(renderer.render(i, None), self.label_lines)) for i in range(n_frames)]
+        self._yuv = [self.compose(renderer.render(i, None)) for i in range(n_frames)]
         for y in self._yuv:
             y.setflags(write=False)
 
@@ -106,5 +116,5 @@ class IdleFrames:
         return self._yuv[index % len(self._yuv)]
 
     def compose(self, rgb: np.ndarray) -> np.ndarray:
-        """A rendered RGB frame -> labelled yuv420p, like the idle frames."""
-        return to_yuv420(draw_label(rgb, self.label_lines))
+        """A rendered RGB frame -> labelled, watermarked yuv420p, like the idle frames (the mark: ~0.05 ms)."""
+        return self.watermark.mark_yuv420(to_yuv420(draw_label(rgb, self.label_lines)))
