@@ -181,14 +181,18 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
                                     "test identities (opening, dlib identity distance, pose drift, eyes, sealed "
                                     "lips) and export per identity a graded sequence (sealed to wide open) with "
                                     "fitted meshes.\n\nExamples:\n  presenter data mouth-prior\n"
-                                    "  presenter data mouth-prior -i /tmp/ids -o /tmp/prior --samples 300 --limit 4")
+                                    "  presenter data mouth-prior -i /tmp/ids -o /tmp/prior --samples 300 --limit 4\n"
+                                    "  presenter data mouth-prior --splits test   # after growing the identities")
     m.add_argument("-i", "--input", type=Path, default=home() / "identities", help="identities folder")
     m.add_argument("-o", "--output", type=Path, default=home() / "mouth_prior", help="output folder")
     m.add_argument("--samples", type=int, default=2000,
                    help="(w, opening) samples for the regression (corpus candidates first, then new ones)")
     m.add_argument("--eval-identities", type=int, default=64, help="test identities used to check the edit")
     m.add_argument("--steps", type=int, default=8, help="frames per exported sequence (sealed to wide open)")
-    m.add_argument("--splits", default="train,val,test", help="comma-separated splits to export")
+    m.add_argument("--splits", default="train,val,test",
+                   help="comma-separated splits to export; sequences already exported for other splits stay "
+                        "in sequences/index.json (e.g. 'test' after growing the identities: new test "
+                        "identities only, the direction is reused)")
     m.add_argument("--limit", type=int, default=None, help="export at most this many identities (default: all)")
     m.add_argument("--grid", type=Path, default=None,
                    help="PNG grid of three test identities along the edit, GAN above the baseline warp "

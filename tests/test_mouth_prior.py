@@ -1,6 +1,7 @@
 """Mouth prior: the regression finds a planted direction, edits land where asked, the export is complete."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Iterator
@@ -115,3 +116,14 @@ def test_export_is_complete_and_resumable(pipeline: Pipeline, tmp_path: Path) ->
     run_mouth_prior(ids_dir, out, opts, pipeline=pipeline)
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before
+
+    # The corpus grows; a test-only export adds the new test identity and keeps the train entry listed.
+    generate_identities(ids_dir, count=5, seed=SEED, pipeline=pipeline)
+    new_test = [i for i in identities_of(ids_dir, "test") if i not in identities_of(ids_dir)[:2]]
+    assert new_test, "seed 8 should give a second test identity among its first five"
+    run_mouth_prior(ids_dir, out, dataclasses.replace(opts, splits=("test",), limit=None), pipeline=pipeline)
+    index = json.loads((out / "sequences" / "index.json").read_text())
+    assert [s["id"] for s in index["sequences"]] == identities_of(ids_dir)[:2] + new_test
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    exported = {d.name for d in (out / "sequences").iterdir() if d.is_dir()}
+    assert exported == set(identities_of(ids_dir)[:2] + new_test)

@@ -14,7 +14,9 @@
    dlib identity distance to the unedited face, head-pose drift, eyes, face still found;
    the usable range is the run of positions around the identities' own that passes `Usable`.
 5. Export per identity: `steps` frames from the sealed end to the wide-open end of the usable
-   range, with fitted meshes and aligned crops, written atomically and resumably.
+   range, with fitted meshes and aligned crops, written atomically and resumably. `splits` limits
+   which identities are exported; sequences/index.json lists every finished sequence of a kept
+   identity, so a later test-only export (after the corpus grew) leaves train and val as they were.
 
 On disk (OUT):
   samples_extra.npz, direction.npz, evaluation.json, evaluation.npz, comparison.json
@@ -571,9 +573,13 @@ def run_mouth_prior(identities: str | Path, out: str | Path, opts: PriorOptions 
                     "sealed_cm": SEALED_CM, "opening_cm": [round(float(o), 4) for o in arrays["opening_cm"]],
                     "lineage": LINEAGE}
             write_sequence(seq_root, ident, arrays, frames, meta)
-        done = [{"id": i, "split": split[i]} for i in ids if (seq_root / i / "meta.json").is_file()]
+        # Every finished sequence of a kept identity, not only this run's splits: a test-only export
+        # leaves the train and val entries that a training run reads as they were.
+        done = [{"id": i, "split": split[i]} for i in identities_of(root) if (seq_root / i / "meta.json").is_file()]
         write_json_atomic(seq_root / "index.json", {"positions": positions.tolist(), "sequences": done,
                                                     "lineage": LINEAGE})
+        log.info("sequences of %s: %d identities; index.json lists %d (%s)", ",".join(opts.splits), len(ids),
+                 len(done), ", ".join(f"{n} {sum(d['split'] == n for d in done)}" for n, _ in SPLITS))
         test_seqs = [i for i in summary["test_ids"] if (seq_root / i / "meta.json").is_file()][:opts.n_compare]
         seqs = []
         for i in test_seqs:
