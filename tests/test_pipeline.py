@@ -25,8 +25,11 @@ def test_unknown_parts_are_refused_by_name(live_home, monkeypatch, kwargs, flag)
         load_pipeline("default", **kwargs)
 
 
-@pytest.mark.skipif((generator_weights() / "model.safetensors").is_file(), reason="generator weights are installed")
-def test_generator_without_weights_says_how_to_get_them(live_home, monkeypatch) -> None:
+def test_generator_without_weights_says_how_to_get_them(live_home, monkeypatch, tmp_path) -> None:
+    """With no generator weights installed, --renderer generator is refused with how to get them."""
+    import presenter.render.generator as gen
+
     monkeypatch.setenv("PRESENTER_HOME", str(live_home))
+    monkeypatch.setattr(gen, "default_weights_dir", lambda: tmp_path)
     with pytest.raises(UserError, match="presenter train generator"):
         load_pipeline("default", renderer="generator")
