@@ -5,11 +5,14 @@ What a user would see is checked in the page: frames shown (requestVideoFrameCal
 mouth opening after each spoken phrase, the measured mic-to-screen latency and A/V offset
 (web/probe.js), and the OBS viewer page showing the same presenter.
 
-The server runs the loudness driver (`--engine baseline`): this test is about the page, the
-transport and the viewer, and Chromium, the server and a CPU hog on 2 cores leave the learned
-driver no time (it then rests the mouth by design, see docs/live.md). The default SyncFormer
-path is tested over the same WebRTC stack by tests/test_server.py and measured in a real page by
-`presenter bench live --browser` and `presenter eval live`.
+The server runs the loudness driver and the warp renderer (`--engine baseline --renderer
+baseline`): this test is about the page, the transport and the viewer, and Chromium, the server
+and a CPU hog on 2 cores leave the learned driver no time (it then rests the mouth by design, see
+docs/live.md). The page's mouth probe counts the dark share of the mouth box, which the warp's
+drawn cavity raises; the generator's open mouth on the smiling default avatar shows teeth and
+lips, not a dark hole, so the probe does not see it open. The default path (SyncFormer +
+generator) is tested over the same WebRTC stack by tests/test_server.py and measured in a real
+page by `presenter bench live --browser` and `presenter eval live`.
 """
 from __future__ import annotations
 
@@ -32,10 +35,11 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def server(live_pipeline, live_home: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`python -m presenter.serve --engine baseline` on a free loopback port; yields (base url, process)."""
+    """`python -m presenter.serve --engine baseline --renderer baseline` on a free loopback port;
+    yields (base url, process)."""
     log = tmp_path_factory.mktemp("server") / "server.log"
     try:
-        with server_process(live_home, log, ("--engine", "baseline")) as running:
+        with server_process(live_home, log, ("--engine", "baseline", "--renderer", "baseline")) as running:
             yield running
     except RuntimeError as e:
         pytest.fail(str(e))
