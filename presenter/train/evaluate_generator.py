@@ -39,7 +39,7 @@ from presenter.avatar.create import create_from_image
 from presenter.avatar.idle import IdleMotion
 from presenter.avatar.pack import AvatarPack, load_pack
 from presenter.errors import UserError
-from presenter.face.align import mouth_window, warp_points
+from presenter.face.align import mouth_window, paste_back, warp_points
 from presenter.motion.mouth import closed_rest
 from presenter.offline.judge import SEALED_MAX, opening_from_landmarks
 from presenter.train.generator_data import generator_mask_256, identities_by_split, wide_open_mesh
@@ -140,8 +140,8 @@ class _Measures:
 def _score(renderer, pack: AvatarPack, mouth: np.ndarray, truth: np.ndarray, mask: np.ndarray,
            ref_desc: np.ndarray | None, measures: _Measures, scores: _Scores) -> np.ndarray:
     """Render one commanded mouth, add its scores; returns the rendered frame."""
-    _, _, posed = renderer.mouth_crop(0, mouth)
-    frame = renderer.render(0, mouth)
+    crop, blend, posed = renderer.mouth_crop(0, mouth)
+    frame = paste_back(pack.frames[0], crop, pack.face["align_256"][0], blend)   # = render(0, mouth), drawn once
     got, want = _aligned_crop(pack, frame), _aligned_crop(pack, truth)
     gw, tw = mouth_window(got), mouth_window(want)
     psnr, ssim = mouth_psnr_ssim(gw, tw, mask)
