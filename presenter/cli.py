@@ -98,6 +98,10 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     lv.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     lv.set_defaults(func=_cmd_bench_live)
 
+    from presenter.engines.bench import add_bench_networks_command
+
+    add_bench_networks_command(bsub, _Formatter)
+
 
 def _cmd_data_identities(args: argparse.Namespace) -> None:
     import dataclasses
@@ -290,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub, _Formatter)
     _add_live_command(sub)
     _add_verify_command(sub)
+    from presenter.offline.cli import add_offline_commands
+
+    add_offline_commands(sub, _Formatter)
+    from presenter.export.cli import add_export_command
+
+    add_export_command(sub, _Formatter)
     return p
 
 

@@ -10,6 +10,7 @@ DEB_PACKAGES=(
   pocketsphinx-testdata        # real read speech for validation only
   libportaudio2                # sounddevice (local microphone mode)
   chromium                     # browser end-to-end tests (driven by Playwright)
+  nginx-light                  # the multi-worker routing test (docs/deploy.md)
 )
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
