@@ -53,6 +53,9 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer-ms", type=float, default=None,
                    help="audio delay before playback, ms (default: the mouth driver's look-ahead and compute time "
                         "+ 80 ms for one frame, the render lead and jitter: 200 ms for the SyncFormer)")
+    p.add_argument("--worker-id", default=d.worker_id,
+                   help="behind a proxy (docs/deploy.md): session ids and WHIP Locations start with '<id>-' so "
+                        "follow-up requests can be routed to this worker; empty = plain ids")
 
 
 def config_from_args(args: argparse.Namespace) -> "ServerConfig":
@@ -66,7 +69,7 @@ def config_from_args(args: argparse.Namespace) -> "ServerConfig":
                     args.host, args.host, args.port, token)
     cfg = ServerConfig(host=args.host, port=args.port, avatar=args.avatar, engine=args.engine, renderer=args.renderer,
                        max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=token,
-                       workers=args.workers,
+                       workers=args.workers, worker_id=args.worker_id,
                        buffer_s=None if args.buffer_ms is None else args.buffer_ms / 1000.0)
     cfg.check()
     return cfg

@@ -75,7 +75,8 @@ def build_app(config: ServerConfig, *, pipeline: Pipeline | None = None) -> web.
         app[HUB] = Hub(pipe, pool, metrics, HubConfig(
             max_sessions=config.max_sessions, max_viewers=config.max_viewers,
             connect_timeout_s=config.connect_timeout_s, reclaim_grace_s=config.reclaim_grace_s,
-            loopback_only=config.loopback, buffer_s=config.buffer_s))
+            loopback_only=config.loopback, buffer_s=config.buffer_s,
+            id_prefix=f"{config.worker_id}-" if config.worker_id else ""))
         app[STARTED] = time.monotonic()
 
     async def shutdown(app: web.Application) -> None:
@@ -172,7 +173,7 @@ async def _healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     return web.json_response({
         "status": "ok", "sessions": hub.count("presenter", "whip"), "viewers": hub.count("viewer"),
-        "uptime_s": round(time.monotonic() - request.app[STARTED], 1),
+        "uptime_s": round(time.monotonic() - request.app[STARTED], 1), "worker_id": request.app[CONFIG].worker_id,
     })
 
 

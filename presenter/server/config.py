@@ -1,9 +1,12 @@
 """The server's options, importable without the server's dependencies (for `presenter --help`)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from presenter.errors import UserError
+
+WORKER_ID = r"[a-z0-9]{1,16}"       # a worker's id in session ids and proxy routes
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class ServerConfig:
     reclaim_grace_s: float = 2.0    # at a limit, a peer not connected after this long gives its place up
     workers: int = 2                # worker threads for motion and rendering (<= cores)
     buffer_s: float | None = None   # audio delay before playback (None: from the driver's look-ahead)
+    worker_id: str = ""             # behind a proxy: session ids start with "<worker_id>-" (docs/deploy.md)
 
     @property
     def loopback(self) -> bool:
@@ -35,3 +39,5 @@ class ServerConfig:
             raise UserError("--max-sessions must be >= 1 and --max-viewers >= 0")
         if not 1 <= self.workers <= 64:
             raise UserError(f"--workers {self.workers}: use 1..64")
+        if self.worker_id and not re.fullmatch(WORKER_ID, self.worker_id):
+            raise UserError(f"--worker-id {self.worker_id!r}: use 1-16 lower-case letters and digits, e.g. w1")

@@ -56,6 +56,7 @@ class HubConfig:
     reclaim_grace_s: float = 2.0    # at a limit, a session not connected after this long gives its place up
     loopback_only: bool = True      # media only over 127.0.0.1 (server bound to loopback)
     buffer_s: float | None = None   # audio delay before playback (None: Pipeline.audio_delay_s)
+    id_prefix: str = ""             # put before every session id ("w1-"): a proxy routes /session/<id> by it
 
 
 class Busy(web.HTTPServiceUnavailable):
@@ -64,8 +65,8 @@ class Busy(web.HTTPServiceUnavailable):
 
 
 class Session:
-    def __init__(self, kind: str, pc: RTCPeerConnection) -> None:
-        self.id = uuid.uuid4().hex
+    def __init__(self, kind: str, pc: RTCPeerConnection, id_prefix: str = "") -> None:
+        self.id = id_prefix + uuid.uuid4().hex
         self.kind = kind
         self.pc = pc
         self.stream: PresenterStream | None = None
@@ -160,7 +161,7 @@ class Hub:
                           need_recv_video=kind in ("presenter", "viewer"), loopback_only=self.cfg.loopback_only)
         await self._admit(kind)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        s = Session(kind, pc)
+        s = Session(kind, pc, self.cfg.id_prefix)
         self.sessions[s.id] = s
         self.metrics.sessions.labels(kind).inc()
         self.metrics.sessions_started.labels(kind).inc()
