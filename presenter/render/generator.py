@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -67,6 +68,18 @@ def colour_match(image: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.
         return image
     offset = ((image[band] - target[band]) / mask[band][:, None]).mean(0)           # (3,)
     return image - offset[None, None, :] * mask[..., None]
+
+
+@dataclass(frozen=True)
+class PreparedWindow:
+    """One frame's generator inputs and what its paste-back needs (S window px, 256 crop px)."""
+    index: int                 # idle-loop frame
+    warped: np.ndarray         # (256, 256, 3) uint8, the warped crop
+    blend: np.ndarray          # (256, 256) float32, the paste-back mask
+    verts: np.ndarray          # (V, 3) posed mesh in crop px
+    target: np.ndarray         # (S, S, 3) uint8, the warped window
+    mask: np.ndarray           # (S, S) float32, the paint mask
+    guidance: np.ndarray       # (S, S, 4) float32
 
 
 PACK_GENERATOR = "generator"   # a pack's own fine-tuned generator (`presenter avatar finetune`), if any
@@ -140,29 +153,52 @@ class GeneratorRenderer:
 
     def generate(self, target: np.ndarray, mask: np.ndarray, guidance: np.ndarray) -> np.ndarray:
         """One window: target (S, S, 3) uint8, mask (S, S), guidance (S, S, 4) -> composite (S, S, 3) float32 in [0, 255]."""
-        t = (target.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
-        feed = {"target": np.ascontiguousarray(t), "mask": np.ascontiguousarray(mask[None, None], np.float32),
-                "guidance": np.ascontiguousarray(guidance.transpose(2, 0, 1)[None], np.float32), "styles": self.styles}
+        return self.generate_batch(target[None], mask[None], guidance[None])[0]
+
+    def generate_batch(self, target: np.ndarray, mask: np.ndarray, guidance: np.ndarray,
+                       styles: np.ndarray | None = None) -> np.ndarray:
+        """B windows in one network call (the cross-session batcher's seam): target (B, S, S, 3) uint8,
+        mask (B, S, S), guidance (B, S, S, 4), styles (B, N) (None: this avatar's) -> (B, S, S, 3) float32."""
+        B = len(target)
+        styles = np.repeat(self.styles, B, axis=0) if styles is None else styles
+        t = (target.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
+        feed = {"target": np.ascontiguousarray(t), "mask": np.ascontiguousarray(mask[:, None], np.float32),
+                "guidance": np.ascontiguousarray(guidance.transpose(0, 3, 1, 2), np.float32),
+                "styles": np.ascontiguousarray(styles, np.float32)}
         if self._session is not None:
             out = self._session.run(None, feed)[0]
         else:
             with torch.no_grad():
                 out = self.model(*(torch.from_numpy(feed[k]) for k in ("target", "mask", "guidance", "styles"))).numpy()
-        return (out[0].transpose(1, 2, 0) + 1.0) * 127.5
+        return (out.transpose(0, 2, 3, 1) + 1.0) * 127.5
+
+    def prepare(self, index: int, mouth: np.ndarray) -> PreparedWindow:
+        """The per-frame work before the network: warp, paint mask, masked target and guidance of frame index."""
+        i = index % len(self._frames)
+        warped, blend, verts, _ = self._warp.warp(i, mouth)
+        return PreparedWindow(i, warped, blend, verts, mouth_window(warped), self.paint_mask(verts),
+                              render_guidance(to_mouth_window(verts), WINDOW))
+
+    def finish_crop(self, prep: PreparedWindow, out: np.ndarray) -> np.ndarray:
+        """The network's window out (S, S, 3) float32 -> colour-matched mouth crop (256, 256, 3) uint8."""
+        out = colour_match(out, prep.target.astype(np.float32), prep.mask)
+        window = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return place_mouth_window(prep.warped, window)
+
+    def finish(self, prep: PreparedWindow, out: np.ndarray) -> np.ndarray:
+        """The network's window out (S, S, 3) float32 -> the full frame (H, W, 3) uint8, as `render` returns it."""
+        i = prep.index
+        return paste_back(self._frames[i], self.finish_crop(prep, out), self._align[i], prep.blend)
 
     def mouth_crop(self, index: int, mouth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(crop (256, 256, 3) uint8, blend mask (256, 256) float32, posed mesh in crop px (V, 3)) for frame index."""
-        warped, blend, verts, _ = self._warp.warp(index, mouth)
-        mask = self.paint_mask(verts)
-        target = mouth_window(warped)
-        out = self.generate(target, mask, render_guidance(to_mouth_window(verts), WINDOW))
-        out = colour_match(out, target.astype(np.float32), mask)
-        window = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-        return place_mouth_window(warped, window), blend, verts
+        prep = self.prepare(index, mouth)
+        out = self.generate(prep.target, prep.mask, prep.guidance)
+        return self.finish_crop(prep, out), prep.blend, prep.verts
 
     def render(self, index: int, mouth: np.ndarray | None) -> np.ndarray:
         i = index % len(self._frames)
         if mouth is None:
             return self._frames[i]
-        crop, blend, _ = self.mouth_crop(i, mouth)
-        return paste_back(self._frames[i], crop, self._align[i], blend)
+        prep = self.prepare(i, mouth)
+        return self.finish(prep, self.generate(prep.target, prep.mask, prep.guidance))
