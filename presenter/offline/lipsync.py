@@ -1,0 +1,242 @@
+"""`presenter lipsync`: dub a video or a still with new speech, on the live path's driver and renderer.
+
+    face (video or image) + audio -> mouth driver (SyncFormer / loudness, as live) -> poses at 25 fps
+    -> poses at the output's frame rate -> renderer (generator / warp, as live) per frame
+    -> invisible watermark (job id) -> H.264 + AAC MP4 tagged SYNTHETIC, written atomically
+
+A still becomes an avatar pack in a scratch folder (as `presenter avatar create --image` makes one)
+and its idle loop is rendered with the driven mouth, at 25 fps. A video keeps its frame rate and
+size: each frame's face is tracked, fitted and aligned (`presenter.offline.faces.video_pack`), the
+mouth drawn and pasted back; frames without a face pass through unchanged. Audio longer than the
+video plays the video back and forth; shorter audio cuts it.
+
+The driver and renderer come from the live pipeline's factories (`presenter.stream.pipeline`), so
+`--engine` and `--renderer` mean what they mean to the server, and a new engine or renderer
+registered there serves here too.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from presenter import __version__
+from presenter.errors import UserError
+from presenter.motion.base import FPS as DRIVER_FPS, SAMPLE_RATE, MouthDriver, is_rest
+from presenter.offline.media import SYNTHETIC_TAG, Audio, MovieWriter, probe_video, read_audio, read_frames
+from presenter.render.base import Renderer
+from presenter.watermark import Watermark, new_payload
+
+log = logging.getLogger(__name__)
+
+PUSH_S = 1.0               # audio is fed to the driver in chunks of this many seconds
+
+
+@dataclass(frozen=True)
+class LipsyncOptions:
+    face: Path                       # video or image of the face to dub
+    audio: Path                      # speech: any file with an audio track PyAV decodes
+    output: Path                     # .mp4 to write
+    engine: str = "auto"             # mouth driver, as the server's --engine
+    renderer: str = "auto"           # face renderer, as the server's --renderer
+    face_index: int = 0              # 0: the largest face in the frame, 1: the next...
+    style: Path | None = None        # reference talking clip whose speaking style the SyncFormer takes
+    force: bool = False              # replace an existing output
+
+    def resolved(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class LipsyncResult:
+    output: Path
+    frames: int
+    fps: float
+    size: tuple[int, int]            # (W, H) pixels
+    duration_s: float                # of the output's video
+    compute_s: float                 # wall time of the whole job
+    render_s: float                  # of which drawing, marking and encoding the frames
+    job_id: int                      # the watermark's payload id
+    engine: str                      # the driver actually used
+    renderer: str                    # the renderer actually used
+    frames_without_face: int         # output frames passed through unchanged
+    poses: np.ndarray = field(repr=False)   # (frames, ...) the mouth pose drawn in each output frame (None: rest)
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: compute time / output duration (< 1: faster than real time)."""
+        return self.compute_s / self.duration_s
+
+    @property
+    def render_rtf(self) -> float:
+        """Real-time factor of the per-frame work alone (without loading models and fitting the face)."""
+        return self.render_s / self.duration_s
+
+
+def check_output(path: Path, force: bool) -> None:
+    """UserError when the output exists (without force) or cannot be written there."""
+    if path.exists() and not force:
+        raise UserError(f"output {path} already exists; choose another path or pass --force to replace it")
+    if path.is_dir():
+        raise UserError(f"output {path} is a folder; give a file name ending in .mp4")
+    if not path.parent.is_dir():
+        raise UserError(f"output folder {path.parent} does not exist")
+
+
+def drive(driver: MouthDriver, audio_16k: np.ndarray) -> np.ndarray:
+    """Speech (n,) float32 16 kHz -> poses (F, ...) at 25 fps, F = ceil(n / 640), from a streaming driver."""
+    step = int(PUSH_S * SAMPLE_RATE)
+    out = [driver.push(audio_16k[i:i + step]) for i in range(0, len(audio_16k), step)]
+    out.append(driver.flush())
+    return np.concatenate(out)
+
+
+def poses_at(poses: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
+    """Poses (F, ...) at the driver's 25 fps -> (n_frames, ...) at fps: linear between the two
+    driver frames around each output frame's middle (exact at 25 fps; rest stays exactly rest)."""
+    t = (np.arange(n_frames) + 0.5) / fps * DRIVER_FPS - 0.5
+    lo = np.clip(np.floor(t).astype(int), 0, len(poses) - 1)
+    hi = np.clip(lo + 1, 0, len(poses) - 1)
+    w = np.clip(t - lo, 0, 1).reshape((-1,) + (1,) * (poses.ndim - 1)).astype(np.float32)
+    return poses[lo] * (1 - w) + poses[hi] * w
+
+
+def ping_pong(t: int, n: int) -> int:
+    """Output frame t -> source frame of an n-frame video played forwards, backwards, forwards..."""
+    if n <= 1:
+        return 0
+    p = t % (2 * n - 2)
+    return p if p < n else 2 * n - 2 - p
+
+
+def is_image(path: Path) -> bool:
+    """True when OpenCV reads the file as a still image."""
+    return path.is_file() and cv2.haveImageReader(str(path)) and cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
+
+
+@dataclass
+class _Face:
+    """What a job draws on: the renderer's pack frame for each output frame, and where the face is seen."""
+    renderer_kind: str
+    renderer: Renderer
+    fps: Fraction                                # output frames per second
+    size: tuple[int, int]                        # (W, H)
+    source: Callable[[int], int]                 # output frame -> pack frame
+    found: np.ndarray | None = None              # (N,) bool per pack frame; None: always
+
+
+def _still(path: Path, renderer: str, scratch: Path) -> _Face:
+    """An image -> an avatar pack in scratch (idle loop, 25 fps) and its renderer."""
+    from presenter.avatar.create import create_from_image
+    from presenter.avatar.pack import load_pack
+    from presenter.stream.pipeline import _renderer
+
+    pack = load_pack(create_from_image(path, scratch / "pack", attribution=f"lipsync input {path.name}"))
+    kind, r = _renderer(renderer, pack)
+    h, w = pack.frames.shape[1:3]
+    return _Face(kind, r, Fraction(pack.fps), (w, h), lambda t: t % pack.n_frames)
+
+
+def _video(path: Path, renderer: str, scratch: Path, n_out: int, face_index: int, progress: bool) -> _Face:
+    """A video -> its frames as an in-memory pack (as many as n_out output frames need) and a renderer."""
+    from presenter.offline.faces import video_pack
+    from presenter.stream.pipeline import _renderer
+
+    info = probe_video(path)
+    n = min(info.n_frames, n_out)
+    pack, found = video_pack(read_frames(path, n), n, fps=float(info.fps), size=(info.width, info.height),
+                             scratch=scratch, face_index=face_index, where=str(path), progress=progress)
+    kind, r = _renderer(renderer, pack)
+    return _Face(kind, r, info.fps, (info.width, info.height), lambda t: ping_pong(t, n), found)
+
+
+def style_reference(path: Path, *, face_index: int = 0, progress: bool = False) -> np.ndarray:
+    """A talking clip -> its mouth motion (T, V, 3) cm: each frame's pose-free mesh minus the clip's
+    neutral mesh, what the SyncFormer's style encoder reads (`SyncFormerDriver.set_style`)."""
+    from presenter.face.fit import neutral_mesh
+    from presenter.offline.faces import track_faces
+
+    info = probe_video(path)
+    frames = tqdm(read_frames(path), total=info.n_frames, desc="reading the style clip", unit="frame",
+                  leave=False, disable=not progress)
+    canons = [f.canon for _, f in track_faces(frames, float(info.fps), face_index=face_index, smooth=False)
+              if f is not None]
+    if len(canons) < DRIVER_FPS:
+        raise UserError(f"--style {path}: a face is seen in {len(canons)} frames; a style needs at least "
+                        f"1 s of one talking face")
+    canons_a = np.stack(canons)
+    return canons_a - neutral_mesh(canons_a)[None]
+
+
+def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
+    """Run one dubbing job; see the module docstring. Bad input raises UserError before anything is written."""
+    from presenter.stream.pipeline import _driver
+
+    t0 = time.monotonic()
+    check_output(opts.output, opts.force)
+    if opts.face_index < 0:
+        raise UserError(f"--face-index {opts.face_index}: use 0 (the largest face) or more")
+    if not opts.face.is_file():
+        raise UserError(f"face {opts.face} does not exist")
+    audio = read_audio(opts.audio)
+    engine, new_driver = _driver(opts.engine)
+    driver = new_driver()
+    if opts.style is not None:
+        if not hasattr(driver, "set_style"):
+            raise UserError(f"--style needs a driver with speaking styles (--engine syncformer); "
+                            f"the {driver.name} has none")
+        driver.set_style(style_reference(opts.style, progress=progress))
+    poses = drive(driver, audio.analysis())
+    job = new_payload(secrets.randbits(32))
+    with tempfile.TemporaryDirectory(prefix="presenter-lipsync-") as scratch:
+        if is_image(opts.face):
+            face = _still(opts.face, opts.renderer, Path(scratch))
+        else:
+            n_out = _frames_for(audio, probe_video(opts.face).fps)
+            face = _video(opts.face, opts.renderer, Path(scratch), n_out, opts.face_index, progress)
+        result = _render(opts, audio, poses, face, job.run_id, engine, driver.name, progress, t0)
+    log.info("wrote %s: %d frames %dx%d at %.3g fps (%.2f s), mouth %s, renderer %s, watermark job id %08x; "
+             "%.1f s of compute: real-time factor %.2f (frames alone: %.2f)", result.output, result.frames, *result.size,
+             result.fps, result.duration_s, driver.name, face.renderer.name, job.run_id, result.compute_s, result.rtf,
+             result.render_rtf)
+    return result
+
+
+def _frames_for(audio: Audio, fps: Fraction) -> int:
+    return max(1, round(audio.duration_s * float(fps)))
+
+
+def _render(opts: LipsyncOptions, audio: Audio, poses: np.ndarray, face: _Face, job_id: int, engine: str,
+            driver_name: str, progress: bool, t0: float) -> LipsyncResult:
+    """Draw every output frame, mark it and write the movie."""
+    n_out = _frames_for(audio, face.fps)
+    drawn = poses_at(poses, float(face.fps), n_out)
+    mark = Watermark(new_payload(job_id))
+    tags = {"title": f"{SYNTHETIC_TAG} (lip-synced)",
+            "comment": f"{SYNTHETIC_TAG} {__version__}: mouth re-animated to new speech; mouth: {driver_name}; "
+                       f"renderer: {face.renderer.name}; watermark job id {job_id:08x} "
+                       f"(check with 'presenter verify FILE')"}
+    lost, t_render = 0, time.monotonic()
+    with MovieWriter(opts.output, fps=face.fps, width=face.size[0], height=face.size[1], audio=audio,
+                     tags=tags) as out:
+        for t in tqdm(range(n_out), desc="rendering", unit="frame", leave=False, disable=not progress):
+            i = face.source(t)
+            seen = face.found is None or bool(face.found[i])
+            lost += not seen
+            mouth = None if not seen or is_rest(drawn[t]) else drawn[t]
+            out.write(mark.mark_rgb(face.renderer.render(i, mouth)))
+        out.commit()
+    return LipsyncResult(opts.output, n_out, float(face.fps), face.size, n_out / float(face.fps), time.monotonic() - t0,
+                         time.monotonic() - t_render, job_id,
+                         engine, face.renderer_kind, lost, drawn)
+
+
