@@ -74,7 +74,8 @@ def test_save_load_round_trip_and_config_errors(tmp_path: Path) -> None:
 
 
 def test_streaming_driver_matches_offline_model() -> None:
-    """The streaming driver, fed 40 ms chunks, returns the displacements the offline model gives for the clip."""
+    """The streaming driver, fed 40 ms chunks, returns the displacements the offline model gives for the clip,
+    led by lead_frames."""
     from presenter.audio.features import features_for_clip, torch_encode
     from presenter.motion.syncformer_driver import REST_SNAP_CM, SyncFormerDriver
 
@@ -89,11 +90,18 @@ def test_streaming_driver_matches_offline_model() -> None:
     encode = torch_encode()
     t = np.arange(16000) / 16000
     audio = (0.3 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
-    driver = SyncFormerDriver(model, encode=encode)
-    out = np.concatenate([driver.push(audio[i:i + 640]) for i in range(0, len(audio), 640)] + [driver.flush()])
     feats = torch.from_numpy(features_for_clip(audio, model.feat_cfg, encode=encode))
     with torch.no_grad():
         offline = model.sync(feats[None], model.default_style[None])[0].numpy()
     offline[np.abs(offline).max(axis=(1, 2)) < REST_SNAP_CM] = 0.0
-    assert out.shape == offline.shape
-    np.testing.assert_allclose(out, offline, atol=1e-4)
+    for lead in (0, 1, 2):
+        # Frame k shows the model's frame k + lead; the frames past the clip rest; none goes missing.
+        driver = SyncFormerDriver(model, encode=encode, lead_frames=lead)
+        assert driver.lookahead_s == pytest.approx(model.feat_cfg.lookahead_s + 0.04 * lead)
+        out = np.concatenate([driver.push(audio[i:i + 640]) for i in range(0, len(audio), 640)] + [driver.flush()])
+        want = np.concatenate([offline[lead:], np.zeros_like(offline[:lead])])
+        assert out.shape == offline.shape
+        np.testing.assert_allclose(out, want, atol=1e-4)
+        # A second utterance on the same driver is led the same way.
+        again = np.concatenate([driver.push(audio[i:i + 640]) for i in range(0, len(audio), 640)] + [driver.flush()])
+        assert again.shape == offline.shape

@@ -45,7 +45,7 @@ class Pipeline:
     @property
     def audio_delay_s(self) -> float:
         """The audio delay a live session needs: the driver's look-ahead and compute time, one frame,
-        the render lead and ~15 ms of arrival jitter (0.1 s for the loudness baseline, 0.2 s for
+        the render lead and ~15 ms of arrival jitter (0.1 s for the loudness baseline, 0.24 s for
         the SyncFormer)."""
         return self.new_driver.lookahead_s + self.new_driver.compute_s + FRAME_DELAY_S
 
@@ -134,7 +134,7 @@ def _driver(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
 
     class _Factory:
         name, label, compute_s = SyncFormerDriver.name, SyncFormerDriver.label, SyncFormerDriver.compute_s
-        lookahead_s = model.feat_cfg.lookahead_s
+        lookahead_s = SyncFormerDriver.lookahead_for(model)
 
         def __call__(self) -> MouthDriver:
             return SyncFormerDriver(model, encode=encode)
