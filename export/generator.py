@@ -1,7 +1,8 @@
 """ONNX export of the rewired generator's per-frame graph (guidance encoder + synthesis + composite).
 
 The reference encoder is not in the graph: its output, the per-layer styles (B, N), is an input,
-computed once per avatar with `Generator.styles`. The batch axis is dynamic.
+computed once per avatar with `Generator.styles` (exported on its own by `export_styles_onnx`).
+The batch axis is dynamic.
 
 Graph inputs: target (B, 3, S, S) in [-1, 1], mask (B, 1, S, S), guidance (B, 4, S, S), styles (B, N);
 output: image (B, 3, S, S) in [-1, 1], the composite `out * mask + target * (1 - mask)`.
@@ -12,32 +13,49 @@ import os
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
+from presenter.export.graph import OPSET, write_onnx
 from presenter.models.generator import Generator
 
 INPUTS = ("target", "mask", "guidance", "styles")
 OUTPUT = "image"
-OPSET = 17
+REFERENCE_INPUT = "reference"
+STYLES_OUTPUT = "styles"
 
 
-def export_generator_onnx(model: Generator, path: Path) -> Path:
+class GeneratorStyles(nn.Module):
+    """reference (B, 3, S, S) in [-1, 1] -> per-layer styles (B, N): the once-per-avatar graph."""
+
+    def __init__(self, model: Generator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, reference: Tensor) -> Tensor:
+        return self.model.styles(reference)
+
+
+def export_generator_onnx(model: Generator, path: Path, *, opset: int = OPSET) -> Path:
     """Write model's per-frame graph to path (a temporary file, then renamed) and return path."""
     path = Path(path)
     S, N = model.cfg.crop_px, model.style_width
     example = (torch.zeros(1, 3, S, S), torch.ones(1, 1, S, S), torch.zeros(1, 4, S, S), torch.ones(1, N))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            torch.onnx.export(model, example, str(tmp), input_names=list(INPUTS), output_names=[OUTPUT],
-                              dynamic_axes={name: {0: "batch"} for name in (*INPUTS, OUTPUT)},
-                              opset_version=OPSET, dynamo=False)   # dynamo=True needs onnxscript, not installed
+        write_onnx(model, example, tmp, inputs=INPUTS, outputs=(OUTPUT,),
+                   dynamic_axes={name: {0: "batch"} for name in (*INPUTS, OUTPUT)}, opset=opset)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-        model.train(was_training)
     return path
+
+
+def export_styles_onnx(model: Generator, path: Path, *, opset: int = OPSET) -> Path:
+    """Write the reference encoder + style affines (reference frame -> styles, dynamic batch) to path."""
+    S = model.cfg.crop_px
+    return write_onnx(GeneratorStyles(model), (torch.zeros(1, 3, S, S),), path, inputs=(REFERENCE_INPUT,),
+                      outputs=(STYLES_OUTPUT,),
+                      dynamic_axes={REFERENCE_INPUT: {0: "batch"}, STYLES_OUTPUT: {0: "batch"}}, opset=opset)
 
 
 def per_frame_flops(model: Generator) -> int:
