@@ -32,7 +32,8 @@ from tqdm import tqdm
 from presenter import __version__
 from presenter.errors import UserError
 from presenter.motion.base import FPS as DRIVER_FPS, SAMPLE_RATE, MouthDriver, is_rest
-from presenter.offline.media import SYNTHETIC_TAG, Audio, MovieWriter, probe_video, read_audio, read_frames
+from presenter.offline.media import (SYNTHETIC_TAG, Audio, MovieWriter, VideoInfo, probe_video, read_audio,
+                                     read_frames)
 from presenter.render.base import Renderer
 from presenter.watermark import Watermark, new_payload
 
@@ -146,12 +147,12 @@ def _still(path: Path, renderer: str, scratch: Path) -> _Face:
     return _Face(kind, r, Fraction(pack.fps), (w, h), lambda t: t % pack.n_frames)
 
 
-def _video(path: Path, renderer: str, scratch: Path, n_out: int, face_index: int, progress: bool) -> _Face:
+def _video(path: Path, info: VideoInfo, renderer: str, scratch: Path, n_out: int, face_index: int,
+           progress: bool) -> _Face:
     """A video -> its frames as an in-memory pack (as many as n_out output frames need) and a renderer."""
     from presenter.offline.faces import video_pack
     from presenter.stream.pipeline import _renderer
 
-    info = probe_video(path)
     n = min(info.n_frames, n_out)
     pack, found = video_pack(read_frames(path, n), n, fps=float(info.fps), size=(info.width, info.height),
                              scratch=scratch, face_index=face_index, where=str(path), progress=progress)
@@ -187,6 +188,7 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
         raise UserError(f"--face-index {opts.face_index}: use 0 (the largest face) or more")
     if not opts.face.is_file():
         raise UserError(f"face {opts.face} does not exist")
+    info = None if is_image(opts.face) else probe_video(opts.face)       # an unreadable face file fails here
     audio = read_audio(opts.audio)
     engine, new_driver = _driver(opts.engine)
     driver = new_driver()
@@ -198,11 +200,11 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
     poses = drive(driver, audio.analysis())
     job = new_payload(secrets.randbits(32))
     with tempfile.TemporaryDirectory(prefix="presenter-lipsync-") as scratch:
-        if is_image(opts.face):
+        if info is None:
             face = _still(opts.face, opts.renderer, Path(scratch))
         else:
-            n_out = _frames_for(audio, probe_video(opts.face).fps)
-            face = _video(opts.face, opts.renderer, Path(scratch), n_out, opts.face_index, progress)
+            face = _video(opts.face, info, opts.renderer, Path(scratch), _frames_for(audio, info.fps),
+                          opts.face_index, progress)
         result = _render(opts, audio, poses, face, job.run_id, engine, driver.name, progress, t0)
     log.info("wrote %s: %d frames %dx%d at %.3g fps (%.2f s), mouth %s, renderer %s, watermark job id %08x; "
              "%.1f s of compute: real-time factor %.2f (frames alone: %.2f)", result.output, result.frames, *result.size,

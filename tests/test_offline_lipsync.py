@@ -1,0 +1,284 @@
+"""`presenter lipsync`: dubbing a still and a video end to end with real speech, and its bad inputs.
+
+The speech is Debian's pocketsphinx test data (real read speech, 3 s); the faces are the default
+avatar (scikit-image's astronaut): its portrait as a still, and its idle loop made into a 30 fps
+video by the test, with a few faceless frames. The shipped SyncFormer drives the mouth and the
+shipped generator draws it (the defaults, as live).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from presenter.cli import main
+
+SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
+VIDEO_FPS = 30
+VIDEO_PX = 384
+VIDEO_FRAMES = 60                      # 2 s: the 3 s of speech plays the video forwards, then backwards
+FACELESS = range(20, 24)               # source frames showing no face
+
+pytestmark = pytest.mark.skipif(not SPEECH.exists(), reason="pocketsphinx-testdata is not installed "
+                                                            "(apt-get install pocketsphinx-testdata)")
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        s.options = {"crf": "12"}
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode(None))
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    from presenter.offline.media import read_frames
+
+    return list(read_frames(path))
+
+
+def _streams(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio
+        return {"fps": v.average_rate, "size": (v.width, v.height),
+                "audio_s": float(a[0].duration * a[0].time_base) if a else None, "tags": dict(c.metadata)}
+
+
+def _commanded_opening(poses: np.ndarray) -> np.ndarray:
+    """SyncFormer displacements (T, V, 3) cm -> the lip gap they add (T,) cm (0 where the pose is rest)."""
+    from presenter.face.canonical import LOWER_INNER_LIP, UPPER_INNER_LIP
+
+    return poses[:, UPPER_INNER_LIP, 1] - poses[:, LOWER_INNER_LIP, 1]
+
+
+@dataclass(frozen=True)
+class Dub:
+    out: Path
+    result: object                      # LipsyncResult
+    frames: list[np.ndarray]            # the output, decoded
+
+
+@pytest.fixture(scope="module")
+def source_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    """The default avatar's idle loop as a 384 px, 30 fps video without sound; frames 20-23 show no face."""
+    from presenter.avatar.create import default_pack
+
+    pack = default_pack()
+    frames = [cv2.resize(pack.frames[i % pack.n_frames], (VIDEO_PX, VIDEO_PX), interpolation=cv2.INTER_AREA)
+              for i in range(VIDEO_FRAMES)]
+    for i in FACELESS:
+        frames[i] = np.full_like(frames[i], 96)
+    path = tmp_path_factory.mktemp("video") / "idle.mp4"
+    _write_video(path, frames, VIDEO_FPS)
+    return path, _frames(path)
+
+
+@pytest.fixture(scope="module")
+def dubbed_video(tmp_path_factory: pytest.TempPathFactory, source_video, one_torch_thread) -> Dub:
+    """source_video dubbed with the real speech (defaults: SyncFormer, generator), over an existing file (--force)."""
+    from presenter.offline.lipsync import LipsyncOptions, lipsync
+
+    out = tmp_path_factory.mktemp("dub") / "dubbed.mp4"
+    out.write_bytes(b"an older file, replaced")
+    result = lipsync(LipsyncOptions(source_video[0], SPEECH, out, force=True))
+    return Dub(out, result, _frames(out))
+
+
+@pytest.fixture(scope="module")
+def dubbed_still(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray, one_torch_thread) -> Dub:
+    from presenter.offline.lipsync import LipsyncOptions, lipsync
+
+    d = tmp_path_factory.mktemp("still")
+    cv2.imwrite(str(d / "portrait.png"), astronaut[..., ::-1])
+    result = lipsync(LipsyncOptions(d / "portrait.png", SPEECH, d / "talks.mp4"))
+    return Dub(d / "talks.mp4", result, _frames(d / "talks.mp4"))
+
+
+def _speech_s() -> float:
+    from presenter.offline.media import read_audio
+
+    return read_audio(SPEECH).duration_s
+
+
+# --- a video ------------------------------------------------------------------------------------
+
+def test_dubbed_video_keeps_rate_size_and_carries_the_speech(dubbed_video: Dub) -> None:
+    """The output has the input's frame rate and size, one frame per 1/30 s of speech, and the speech as AAC."""
+    s = _streams(dubbed_video.out)
+    assert s["fps"] == VIDEO_FPS and s["size"] == (VIDEO_PX, VIDEO_PX)
+    assert len(dubbed_video.frames) == round(_speech_s() * VIDEO_FPS)
+    assert s["audio_s"] == pytest.approx(_speech_s(), abs=0.05)
+    assert s["tags"]["title"].startswith("SYNTHETIC") and "presenter" in s["tags"]["comment"]
+    assert not [p for p in dubbed_video.out.parent.iterdir() if p != dubbed_video.out]   # no temporary left
+
+
+def test_dubbed_video_carries_the_jobs_watermark(dubbed_video: Dub) -> None:
+    from presenter.watermark import verify_file
+
+    d = verify_file(dubbed_video.out)
+    assert d.found and d.payload is not None and d.payload.run_id == dubbed_video.result.job_id
+
+
+def _lower_face_box(scale: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) around the default avatar's lower face (below the nose, to the jaw's lowest
+    reach) over its idle loop, in pixels of a frame scaled by `scale`, padded by 10 % of its width."""
+    from presenter.avatar.create import default_pack
+    from presenter.face.masks import _lower_face_ids
+
+    pack = default_pack()
+    pts = pack.face["verts_px"][:, _lower_face_ids(), :2] * scale
+    (x0, y0), (x1, y1) = pts.min(axis=(0, 1)), pts.max(axis=(0, 1))
+    pad = 0.1 * (x1 - x0)
+    return int(x0 - pad), int(y0 - pad), int(x1 + pad) + 1, int(y1 + 2 * pad) + 1
+
+
+def _encoded(frames: list[np.ndarray], path: Path) -> list[np.ndarray]:
+    """Frames as the writer encodes them and a decoder reads them back (yuv420p and H.264 alone cost about
+    2.5 levels on average on the avatar: chroma subsampling, rounding, compression)."""
+    from presenter.offline.media import Audio, MovieWriter
+
+    with MovieWriter(path, fps=VIDEO_FPS, width=VIDEO_PX, height=VIDEO_PX, tags={},
+                     audio=Audio(np.zeros((16000, 1), np.float32), 16000)) as w:
+        for f in frames:
+            w.write(f)
+        w.commit()
+    return _frames(path)
+
+
+def test_dubbed_video_changes_only_the_mouth(dubbed_video: Dub, source_video) -> None:
+    """Outside the lower face the output is the input as marked and encoded by the same writer; the lower face of
+    speaking frames differs from the input, and faceless frames pass through whole."""
+    from presenter.offline.lipsync import ping_pong
+
+    from presenter.watermark import Watermark, new_payload
+
+    mark = Watermark(new_payload(dubbed_video.result.job_id))
+    src = _encoded([mark.mark_rgb(f) for f in source_video[1]], dubbed_video.out.parent.parent / "reference.mp4")
+    x0, y0, x1, y1 = _lower_face_box(VIDEO_PX / 512)
+    outside = np.ones((VIDEO_PX, VIDEO_PX), bool)
+    outside[y0:y1, x0:x1] = False
+    moving = np.abs(_commanded_opening(dubbed_video.result.poses)) > 0.3
+    out_diffs, in_diffs, faceless = [], [], []
+    for t, frame in enumerate(dubbed_video.frames):
+        i = ping_pong(t, VIDEO_FRAMES)
+        diff = np.abs(frame.astype(np.int16) - src[i]).mean(axis=2)
+        if i in FACELESS:
+            faceless.append(diff.mean())
+            continue
+        out_diffs.append(diff[outside].mean())
+        if moving[t]:
+            in_diffs.append(diff[y0:y1, x0:x1].mean())
+    assert len(in_diffs) >= 10, "the speech should open the mouth in many frames"
+    print(f"mean |output - marked, encoded input|, levels: outside the lower face max {max(out_diffs):.2f}, faceless frames "
+          f"max {max(faceless):.2f}, lower face of speaking frames median {np.median(in_diffs):.2f}")
+    assert max(out_diffs) < 1.0, f"pixels outside the lower face changed by {max(out_diffs):.2f} levels"
+    assert max(faceless) < 1.0
+    assert np.median(in_diffs) > 2 * max(out_diffs), (np.median(in_diffs), max(out_diffs))
+
+
+def test_dubbed_video_mouth_follows_the_driver(dubbed_video: Dub) -> None:
+    """The landmarker's mouth opening in the output rises and falls with the driver's commanded lip gap."""
+    from presenter.offline.judge import mouth_openings
+    from presenter.offline.lipsync import ping_pong
+
+    keep = [t for t in range(len(dubbed_video.frames)) if ping_pong(t, VIDEO_FRAMES) not in FACELESS]
+    seen = mouth_openings(dubbed_video.frames[t] for t in keep)
+    commanded = _commanded_opening(dubbed_video.result.poses)[keep]
+    ok = ~np.isnan(seen)
+    r = np.corrcoef(seen[ok], commanded[ok])[0, 1]
+    assert r > 0.6, f"measured opening vs commanded: r = {r:.2f}"
+    assert dubbed_video.result.frames_without_face == sum(ping_pong(t, VIDEO_FRAMES) in FACELESS
+                                                          for t in range(len(dubbed_video.frames)))
+
+
+# --- a still -------------------------------------------------------------------------------------
+
+def test_dubbed_still_is_a_talking_idle_loop(dubbed_still: Dub) -> None:
+    """A portrait becomes a 25 fps video of the speech's length, watermarked, tagged, with the speech muxed."""
+    from presenter.watermark import verify_file
+
+    s = _streams(dubbed_still.out)
+    assert s["fps"] == 25 and s["size"] == (512, 512)
+    assert len(dubbed_still.frames) == round(_speech_s() * 25)
+    assert s["audio_s"] == pytest.approx(_speech_s(), abs=0.05)
+    assert s["tags"]["title"].startswith("SYNTHETIC")
+    d = verify_file(dubbed_still.out)
+    assert d.found and d.payload.run_id == dubbed_still.result.job_id
+
+
+def test_dubbed_still_opens_on_vowels_more_than_on_labials(dubbed_still: Dub) -> None:
+    """Forced alignment of the clip's transcript: open vowels are drawn more open than p/b/m (DESIGN.md 7b)."""
+    from presenter.data.align_real import align, transcripts
+    from presenter.offline.judge import mouth_openings, phonetic_scores
+    from presenter.offline.media import read_audio
+
+    text = {wav: t for _, wav, t in transcripts()}[SPEECH]
+    phones = align(read_audio(SPEECH).analysis(), text).phones
+    s = phonetic_scores(mouth_openings(dubbed_still.frames), 25, phones)["at_zero"]
+    assert s["pbm_n"] >= 2 and s["vowel_n"] >= 5
+    assert s["vowel_opening_mean"] > s["pbm_min_mean"] + 0.03, s
+
+
+# --- bad input: exit 2, a clear message, nothing written -----------------------------------------
+
+def _fails(args: list[str], out: Path, capsys: pytest.CaptureFixture, *words: str) -> None:
+    before = set(out.parent.iterdir())
+    assert main(["lipsync", *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
+    assert set(out.parent.iterdir()) == before, "a failed job left files behind"
+
+
+def test_unreadable_face_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "face.mp4").write_text("not a video")
+    _fails(["--face", str(tmp_path / "face.mp4"), "--audio", str(SPEECH)], tmp_path / "out.mp4", capsys,
+           "cannot read", "face.mp4")
+
+
+def test_missing_face_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _fails(["--face", str(tmp_path / "nope.jpg"), "--audio", str(SPEECH)], tmp_path / "out.mp4", capsys,
+           "does not exist")
+
+
+def test_image_without_a_face(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((256, 256, 3), 128, np.uint8))
+    _fails(["--face", str(tmp_path / "wall.png"), "--audio", str(SPEECH), "--engine", "baseline"],
+           tmp_path / "out.mp4", capsys, "no face found")
+
+
+def test_video_without_a_face(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _write_video(tmp_path / "wall.mp4", [np.full((128, 128, 3), 60 + i, np.uint8) for i in range(10)], 25)
+    _fails(["--face", str(tmp_path / "wall.mp4"), "--audio", str(SPEECH), "--engine", "baseline"],
+           tmp_path / "out.mp4", capsys, "no face found")
+
+
+def test_unreadable_audio(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "speech.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    _fails(["--face", str(source_video[0]), "--audio", str(tmp_path / "speech.wav")], tmp_path / "out.mp4", capsys,
+           "cannot decode", "speech.wav")
+
+
+def test_audio_file_without_an_audio_track(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
+    _fails(["--face", str(source_video[0]), "--audio", str(source_video[0])], tmp_path / "out.mp4", capsys,
+           "no audio track")
+
+
+def test_zero_length_audio(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
+    from presenter.audio.io import write_wav
+
+    write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    _fails(["--face", str(source_video[0]), "--audio", str(tmp_path / "empty.wav")], tmp_path / "out.mp4", capsys,
+           "empty", "0 s")
+
+
+def test_existing_output_is_refused_without_force(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"keep me")
+    _fails(["--face", str(source_video[0]), "--audio", str(SPEECH)], out, capsys, "already exists", "--force")
+    assert out.read_bytes() == b"keep me"
