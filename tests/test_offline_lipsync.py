@@ -282,3 +282,27 @@ def test_existing_output_is_refused_without_force(tmp_path: Path, source_video, 
     out.write_bytes(b"keep me")
     _fails(["--face", str(source_video[0]), "--audio", str(SPEECH)], out, capsys, "already exists", "--force")
     assert out.read_bytes() == b"keep me"
+
+
+# --- video-driven ----------------------------------------------------------------------------------
+
+def test_driver_video_moves_the_mouth_and_brings_its_sound(dubbed_still: Dub, source_video, tmp_path: Path) -> None:
+    """--driver: the talking still (a real voice's SyncFormer motion) drives the idle video's mouth; the
+    output's opening follows the driver's, frame by frame, and the driver's soundtrack is muxed."""
+    from presenter.offline.judge import mouth_openings
+    from presenter.offline.lipsync import LipsyncOptions, lipsync, ping_pong
+
+    out = tmp_path / "follows.mp4"
+    result = lipsync(LipsyncOptions(source_video[0], None, out, driver=dubbed_still.out))
+    s = _streams(out)
+    assert result.engine == "video" and s["fps"] == VIDEO_FPS and s["size"] == (VIDEO_PX, VIDEO_PX)
+    assert s["audio_s"] == pytest.approx(_streams(dubbed_still.out)["audio_s"], abs=0.05)
+    frames = _frames(out)
+    keep = [t for t in range(len(frames)) if ping_pong(t, VIDEO_FRAMES) not in FACELESS]
+    followed = mouth_openings(frames[t] for t in keep)
+    # The driver's frame shown at output frame t: 25 fps driver, 30 fps output, both from their middles.
+    driver = mouth_openings(dubbed_still.frames)
+    shown = driver[np.clip(np.round((np.asarray(keep) + 0.5) / VIDEO_FPS * 25 - 0.5).astype(int), 0, len(driver) - 1)]
+    ok = ~np.isnan(followed) & ~np.isnan(shown)
+    r = np.corrcoef(followed[ok], shown[ok])[0, 1]
+    assert r > 0.6, f"output opening vs driver opening: r = {r:.2f}"

@@ -11,9 +11,9 @@ def _cmd_lipsync(args: argparse.Namespace) -> None:
     from presenter.errors import UserError
     from presenter.offline.lipsync import LipsyncOptions, lipsync
 
-    if args.face is None or args.audio is None:
-        raise UserError("give --face VIDEO|IMAGE and --audio FILE")
-    opts = LipsyncOptions(face=args.face, audio=args.audio, output=args.output, engine=args.engine,
+    if args.face is None:
+        raise UserError("give --face VIDEO|IMAGE: the face to dub")
+    opts = LipsyncOptions(face=args.face, audio=args.audio, driver=args.driver, output=args.output, engine=args.engine,
                           renderer=args.renderer, face_index=args.face_index, style=args.style, force=args.force)
     sys.stdout.write(json.dumps(opts.resolved()) + "\n")
     if args.dry_run:
@@ -34,7 +34,7 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
     d = ServerConfig()
     p = sub.add_parser(
         "lipsync", formatter_class=formatter, help="dub a video or a still with new speech (MP4 out)",
-        description="Re-animate the mouth of a face to new speech and write an H.264 + AAC MP4 with the speech "
+        description="Re-animate the mouth of a face to new speech (or to another person's talking video, --driver) and write an H.264 + AAC MP4 with the speech "
                     "muxed. A video keeps its frame rate and size and everything outside the mouth; frames where "
                     "the face is lost pass through unchanged; audio longer than the video plays it back and forth, "
                     "shorter audio cuts it. A still becomes an idle loop (blinks, sway) at 25 fps. Every frame carries "
@@ -45,11 +45,15 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
                     "  presenter lipsync --face talk.mp4 --audio dub.mp3 -o out.mp4 --engine baseline "
                     "--renderer baseline --force\n"
                     "  presenter lipsync --face group.mp4 --face-index 1 --audio line.wav -o second-person.mp4\n"
-                    "  presenter lipsync --face talk.mp4 --audio dub.wav --style lively.mp4 -o lively.mp4")
+                    "  presenter lipsync --face talk.mp4 --audio dub.wav --style lively.mp4 -o lively.mp4\n"
+                    "  presenter lipsync --face portrait.jpg --driver someone-talking.mp4 -o follows.mp4")
     p.add_argument("--face", type=Path, default=None,
                    help="video (any container/codec PyAV reads) or image (PNG, JPEG, ...) of the face to dub")
     p.add_argument("--audio", type=Path, default=None,
                    help="the new speech: any audio file, or a video whose soundtrack is taken")
+    p.add_argument("--driver", type=Path, default=None,
+                   help="instead of --audio: a video of someone talking; their mouth motion (from their own "
+                        "neutral face) drives the face's mouth and their soundtrack is muxed")
     p.add_argument("-o", "--output", type=Path, required=True, help="MP4 file to write (written atomically)")
     p.add_argument("--engine", default=d.engine, choices=ENGINES,
                    help="speech to mouth motion: auto = the trained Style-SyncFormer (it ships), baseline = loudness")

@@ -13,6 +13,10 @@ video plays the video back and forth; shorter audio cuts it.
 The driver and renderer come from the live pipeline's factories (`presenter.stream.pipeline`), so
 `--engine` and `--renderer` mean what they mean to the server, and a new engine or renderer
 registered there serves here too.
+
+Video-driven (`--driver VIDEO`): the driver video's faces are fitted per frame; its mouth motion is each
+frame's pose-free mesh minus the driver's own neutral mesh (lower face only), added to the target's
+closed rest as a SyncFormer's displacements would be; the driver's soundtrack is muxed.
 """
 from __future__ import annotations
 
@@ -45,8 +49,9 @@ PUSH_S = 1.0               # audio is fed to the driver in chunks of this many s
 @dataclass(frozen=True)
 class LipsyncOptions:
     face: Path                       # video or image of the face to dub
-    audio: Path                      # speech: any file with an audio track PyAV decodes
+    audio: Path | None               # speech: any file with an audio track PyAV decodes
     output: Path                     # .mp4 to write
+    driver: Path | None = None       # instead of audio: a talking-face video whose mouth motion is followed
     engine: str = "auto"             # mouth driver, as the server's --engine
     renderer: str = "auto"           # face renderer, as the server's --renderer
     face_index: int = 0              # 0: the largest face in the frame, 1: the next...
@@ -101,10 +106,10 @@ def drive(driver: MouthDriver, audio_16k: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def poses_at(poses: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
-    """Poses (F, ...) at the driver's 25 fps -> (n_frames, ...) at fps: linear between the two
-    driver frames around each output frame's middle (exact at 25 fps; rest stays exactly rest)."""
-    t = (np.arange(n_frames) + 0.5) / fps * DRIVER_FPS - 0.5
+def poses_at(poses: np.ndarray, fps: float, n_frames: int, *, rate: float = DRIVER_FPS) -> np.ndarray:
+    """Poses (F, ...) at `rate` (the audio drivers' 25 fps) -> (n_frames, ...) at fps: linear between the
+    two pose frames around each output frame's middle (exact when fps == rate; rest stays exactly rest)."""
+    t = (np.arange(n_frames) + 0.5) / fps * rate - 0.5
     lo = np.clip(np.floor(t).astype(int), 0, len(poses) - 1)
     hi = np.clip(lo + 1, 0, len(poses) - 1)
     w = np.clip(t - lo, 0, 1).reshape((-1,) + (1,) * (poses.ndim - 1)).astype(np.float32)
@@ -160,35 +165,59 @@ def _video(path: Path, info: VideoInfo, renderer: str, scratch: Path, n_out: int
     return _Face(kind, r, info.fps, (info.width, info.height), lambda t: ping_pong(t, n), found)
 
 
-def style_reference(path: Path, *, face_index: int = 0, progress: bool = False) -> np.ndarray:
-    """A talking clip -> its mouth motion (T, V, 3) cm: each frame's pose-free mesh minus the clip's
-    neutral mesh, what the SyncFormer's style encoder reads (`SyncFormerDriver.set_style`)."""
+@dataclass(frozen=True)
+class _Motion:
+    """The mouth poses a job draws: (F, ...) at `rate` frames per second, and who made them."""
+    poses: np.ndarray
+    rate: float
+    engine: str                      # the engine actually used ("video" for a driver video)
+    name: str                        # the driver's name, for people
+
+
+def clip_motion(path: Path, *, face_index: int = 0, progress: bool = False,
+                what: str = "clip") -> tuple[np.ndarray, np.ndarray, Fraction]:
+    """A talking clip -> (motion (T, V, 3) cm, found (T,) bool, fps): each frame's pose-free mesh minus the
+    clip's own neutral mesh (zeros where no face is seen). Head pose and the person's face shape drop out;
+    what is left is how the mouth moves: the SyncFormer's style input and a driver video's motion."""
+    from presenter.face.canonical import N_VERTICES
     from presenter.face.fit import neutral_mesh
     from presenter.offline.faces import track_faces
 
     info = probe_video(path)
-    frames = tqdm(read_frames(path), total=info.n_frames, desc="reading the style clip", unit="frame",
+    frames = tqdm(read_frames(path), total=info.n_frames, desc=f"reading the {what}", unit="frame",
                   leave=False, disable=not progress)
-    canons = [f.canon for _, f in track_faces(frames, float(info.fps), face_index=face_index, smooth=False)
-              if f is not None]
-    if len(canons) < DRIVER_FPS:
-        raise UserError(f"--style {path}: a face is seen in {len(canons)} frames; a style needs at least "
-                        f"1 s of one talking face")
-    canons_a = np.stack(canons)
-    return canons_a - neutral_mesh(canons_a)[None]
+    fitted = [f for _, f in track_faces(frames, float(info.fps), face_index=face_index, smooth=False)]
+    found = np.array([f is not None for f in fitted], bool)
+    if found.sum() < float(info.fps):
+        raise UserError(f"{what} {path}: a face is seen in {int(found.sum())} frames; at least 1 s of one talking "
+                        "face is needed")
+    canons = np.stack([f.canon for f in fitted if f is not None])
+    motion = np.zeros((len(fitted), N_VERTICES, 3), np.float32)
+    motion[found] = canons - neutral_mesh(canons)[None]
+    return motion, found, info.fps
 
 
-def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
-    """Run one dubbing job; see the module docstring. Bad input raises UserError before anything is written."""
+def style_reference(path: Path, *, face_index: int = 0, progress: bool = False) -> np.ndarray:
+    """A talking clip -> its mouth motion (T, V, 3) cm, what the SyncFormer's style encoder reads
+    (`SyncFormerDriver.set_style`)."""
+    motion, found, _ = clip_motion(path, face_index=face_index, progress=progress, what="style clip")
+    return motion[found]
+
+
+def _lower_face_weight() -> np.ndarray:
+    """(V,) float32: 1 below the nose, 0 above: the part of a driver's motion a mouth takes (blinks stay home)."""
+    from presenter.face.canonical import N_VERTICES
+    from presenter.face.masks import _lower_face_ids
+
+    w = np.zeros(N_VERTICES, np.float32)
+    w[_lower_face_ids()] = 1.0
+    return w
+
+
+def _audio_motion(opts: LipsyncOptions, progress: bool) -> tuple[Audio, _Motion]:
+    """--audio: the speech and the poses the chosen engine drives from it (with --style's speaking style)."""
     from presenter.stream.pipeline import _driver
 
-    t0 = time.monotonic()
-    check_output(opts.output, opts.force)
-    if opts.face_index < 0:
-        raise UserError(f"--face-index {opts.face_index}: use 0 (the largest face) or more")
-    if not opts.face.is_file():
-        raise UserError(f"face {opts.face} does not exist")
-    info = None if is_image(opts.face) else probe_video(opts.face)       # an unreadable face file fails here
     audio = read_audio(opts.audio)
     engine, new_driver = _driver(opts.engine)
     driver = new_driver()
@@ -196,8 +225,38 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
         if not hasattr(driver, "set_style"):
             raise UserError(f"--style needs a driver with speaking styles (--engine syncformer); "
                             f"the {driver.name} has none")
-        driver.set_style(style_reference(opts.style, progress=progress))
-    poses = drive(driver, audio.analysis())
+        driver.set_style(style_reference(opts.style, face_index=opts.face_index, progress=progress))
+    return audio, _Motion(drive(driver, audio.analysis()), float(DRIVER_FPS), engine, driver.name)
+
+
+def _video_motion(opts: LipsyncOptions, progress: bool) -> tuple[Audio, _Motion]:
+    """--driver: the driver video's lower-face motion from its own neutral, drawn on the target's closed rest,
+    and its soundtrack (silence, with a warning, when it has none)."""
+    assert opts.driver is not None
+    motion, _, fps = clip_motion(opts.driver, progress=progress, what="driver video")
+    try:
+        audio = read_audio(opts.driver)
+    except UserError as e:
+        log.warning("%s; the output's soundtrack is silence", e)
+        audio = Audio(np.zeros((round(len(motion) / fps * 16000), 1), np.float32), 16000)
+    poses = motion * _lower_face_weight()[None, :, None]
+    return audio, _Motion(poses, float(fps), "video", f"video-driven ({opts.driver.name})")
+
+
+def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
+    """Run one dubbing job; see the module docstring. Bad input raises UserError before anything is written."""
+    t0 = time.monotonic()
+    check_output(opts.output, opts.force)
+    if opts.face_index < 0:
+        raise UserError(f"--face-index {opts.face_index}: use 0 (the largest face) or more")
+    if (opts.audio is None) == (opts.driver is None):
+        raise UserError("give exactly one of --audio FILE (speech) or --driver VIDEO (a talking face to follow)")
+    if opts.driver is not None and opts.style is not None:
+        raise UserError("--style sets the SyncFormer's speaking style: use it with --audio, not --driver")
+    if not opts.face.is_file():
+        raise UserError(f"face {opts.face} does not exist")
+    info = None if is_image(opts.face) else probe_video(opts.face)       # an unreadable face file fails here
+    audio, motion = _video_motion(opts, progress) if opts.driver else _audio_motion(opts, progress)
     job = new_payload(secrets.randbits(32))
     with tempfile.TemporaryDirectory(prefix="presenter-lipsync-") as scratch:
         if info is None:
@@ -205,10 +264,10 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
         else:
             face = _video(opts.face, info, opts.renderer, Path(scratch), _frames_for(audio, info.fps),
                           opts.face_index, progress)
-        result = _render(opts, audio, poses, face, job.run_id, engine, driver.name, progress, t0)
+        result = _render(opts, audio, motion, face, job.run_id, progress, t0)
     log.info("wrote %s: %d frames %dx%d at %.3g fps (%.2f s), mouth %s, renderer %s, watermark job id %08x; "
              "%.1f s of compute: real-time factor %.2f (frames alone: %.2f)", result.output, result.frames, *result.size,
-             result.fps, result.duration_s, driver.name, face.renderer.name, job.run_id, result.compute_s, result.rtf,
+             result.fps, result.duration_s, motion.name, face.renderer.name, job.run_id, result.compute_s, result.rtf,
              result.render_rtf)
     return result
 
@@ -217,14 +276,14 @@ def _frames_for(audio: Audio, fps: Fraction) -> int:
     return max(1, round(audio.duration_s * float(fps)))
 
 
-def _render(opts: LipsyncOptions, audio: Audio, poses: np.ndarray, face: _Face, job_id: int, engine: str,
-            driver_name: str, progress: bool, t0: float) -> LipsyncResult:
+def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, job_id: int, progress: bool,
+            t0: float) -> LipsyncResult:
     """Draw every output frame, mark it and write the movie."""
     n_out = _frames_for(audio, face.fps)
-    drawn = poses_at(poses, float(face.fps), n_out)
+    drawn = poses_at(motion.poses, float(face.fps), n_out, rate=motion.rate)
     mark = Watermark(new_payload(job_id))
     tags = {"title": f"{SYNTHETIC_TAG} (lip-synced)",
-            "comment": f"{SYNTHETIC_TAG} {__version__}: mouth re-animated to new speech; mouth: {driver_name}; "
+            "comment": f"{SYNTHETIC_TAG} {__version__}: mouth re-animated; mouth: {motion.name}; "
                        f"renderer: {face.renderer.name}; watermark job id {job_id:08x} "
                        f"(check with 'presenter verify FILE')"}
     lost, t_render = 0, time.monotonic()
@@ -239,6 +298,6 @@ def _render(opts: LipsyncOptions, audio: Audio, poses: np.ndarray, face: _Face, 
         out.commit()
     return LipsyncResult(opts.output, n_out, float(face.fps), face.size, n_out / float(face.fps), time.monotonic() - t0,
                          time.monotonic() - t_render, job_id,
-                         engine, face.renderer_kind, lost, drawn)
+                         motion.engine, face.renderer_kind, lost, drawn)
 
 
