@@ -3,7 +3,8 @@
 For each network of the export registry, backend and batch size: milliseconds per call (p50,
 p95) on live-shaped inputs, GFLOP per call, achieved GFLOP/s (at p50) and its share of the
 practical peak: a dense fp32 matmul (N x N by N x N) timed in the same run with the same thread
-count, in torch and in ONNX Runtime, the faster of the two. FLOPs are counted by torch's
+count, in torch and in ONNX Runtime, the faster of the two, measured right before and after each
+timed cell (the faster of those two), since other work on a shared machine moves it. FLOPs are counted by torch's
 FlopCounterMode (matmuls, convolutions, attention; 2 per multiply-add; element-wise ops not
 counted), so a share is of useful dense work, not of all instructions.
 """
@@ -42,26 +43,37 @@ def time_calls(call: Callable[[], object], *, repeats: int, max_s: float, warmup
     return np.asarray(ms)
 
 
-def matmul_rates(threads: int, *, n: int = MATMUL_N, repeats: int = 20, max_s: float = 3.0) -> dict[str, float]:
-    """GFLOP/s (at p50) of a dense fp32 n x n by n x n matmul in torch and in ONNX Runtime, and the faster."""
-    import torch
-    from onnx import TensorProto, helper
+class MatmulProbe:
+    """A dense fp32 n x n by n x n matmul in torch and in ONNX Runtime at a fixed thread count: the practical peak.
 
-    from presenter.engines.onnxruntime import session
+    On a machine shared with other work the rate moves within a run, so the bench measures it
+    beside every timed cell and divides by that neighbour, not by one number from the start.
+    """
 
-    torch.set_num_threads(threads)
-    flop = 2.0 * n ** 3
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch_ms = np.percentile(time_calls(lambda: torch.mm(a, b), repeats=repeats, max_s=max_s), 50)
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
-                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    sess = session(model.SerializeToString(), threads)
-    feeds = {"a": a.numpy(), "b": b.numpy()}
-    ort_ms = np.percentile(time_calls(lambda: sess.run(None, feeds), repeats=repeats, max_s=max_s), 50)
-    rates = {"torch": flop / torch_ms / 1e6, "onnxruntime": flop / ort_ms / 1e6}
-    return {**rates, "peak": max(rates.values()), "n": n}
+    def __init__(self, threads: int, *, n: int = MATMUL_N) -> None:
+        import torch
+        from onnx import TensorProto, helper
+
+        from presenter.engines.onnxruntime import session
+
+        self.threads, self.n, self.flop = threads, n, 2.0 * n ** 3
+        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+                                  [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        self.session = session(model.SerializeToString(), threads)
+        self.feeds = {"a": self.a.numpy(), "b": self.b.numpy()}
+
+    def measure(self, *, repeats: int = 10, max_s: float = 1.0) -> dict[str, float]:
+        """GFLOP/s at p50 in torch and in ONNX Runtime, and the faster of the two ("peak")."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+        torch_ms = np.percentile(time_calls(lambda: torch.mm(self.a, self.b), repeats=repeats, max_s=max_s), 50)
+        ort_ms = np.percentile(time_calls(lambda: self.session.run(None, self.feeds), repeats=repeats, max_s=max_s), 50)
+        rates = {"torch": self.flop / torch_ms / 1e6, "onnxruntime": self.flop / ort_ms / 1e6}
+        return {**rates, "peak": max(rates.values())}
 
 
 def call_flops(module, inputs: Sequence[str], feeds: dict[str, np.ndarray]) -> int:
@@ -75,7 +87,7 @@ def call_flops(module, inputs: Sequence[str], feeds: dict[str, np.ndarray]) -> i
 
 
 def bench_networks(names: Sequence[str], backends: Sequence[str], batches: Sequence[int], *, threads: int = 1,
-                   repeats: int = 30, max_s: float = 4.0) -> dict:
+                   repeats: int = 30, max_s: float = 4.0, matmul_n: int = MATMUL_N) -> dict:
     """Measure every (network, backend, batch) and the in-run matmul rate; a JSON-able dict."""
     import onnxruntime as ort
     import torch
@@ -86,7 +98,8 @@ def bench_networks(names: Sequence[str], backends: Sequence[str], batches: Seque
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
-    peak = matmul_rates(threads)
+    probe = MatmulProbe(threads, n=matmul_n)
+    peak = probe.measure(repeats=20, max_s=3.0)
     rows = []
     for name in names:
         net = get_network(name)
@@ -101,19 +114,22 @@ def bench_networks(names: Sequence[str], backends: Sequence[str], batches: Seque
             flop = call_flops(module, net.inputs, feeds)
             for backend in backends:
                 engine = engines[backend]
+                before = probe.measure()["peak"]
                 ms = time_calls(lambda: engine.run(feeds), repeats=repeats, max_s=max_s)
+                beside = max(before, probe.measure()["peak"])      # the faster neighbour: the share is not flattered
                 p50, p95 = float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
                 rows.append({"network": name, "runs": net.runs, "backend": backend, "batch": batch, "calls": len(ms),
                              "p50_ms": p50, "p95_ms": p95, "ms_per_item": p50 / batch, "gflop": flop / 1e9,
-                             "gflop_per_s": flop / p50 / 1e6, "matmul_share": flop / p50 / 1e6 / peak["peak"]})
+                             "gflop_per_s": flop / p50 / 1e6, "matmul_gflop_per_s": beside,
+                             "matmul_share": flop / p50 / 1e6 / beside})
                 log.info("%s %s batch %d: p50 %.2f ms", name, backend, batch, p50)
-    peak_after = matmul_rates(threads)       # again: a neighbour's load can change it during the run
+    peak_after = probe.measure(repeats=20, max_s=3.0)
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads,
                         "load_avg_1m_before": load_before[0], "load_avg_1m_after": os.getloadavg()[0],
                         "python": platform.python_version(), "torch": torch.__version__,
                         "onnxruntime": ort.__version__},
-            "matmul_gflop_per_s": {"start": peak, "end": peak_after}, "rows": rows}
+            "matmul_n": matmul_n, "matmul_gflop_per_s": {"start": peak, "end": peak_after}, "rows": rows}
 
 
 def _cpu_name() -> str:
@@ -141,15 +157,17 @@ def print_table(result: dict) -> None:
 
     m = result["machine"]
     mm = result["matmul_gflop_per_s"]
-    table = Table(title=f"networks on {m['cpu']}, {m['threads']} thread(s); matmul {MATMUL_N}^3 fp32: "
-                        f"torch {mm['start']['torch']:.1f}, ORT {mm['start']['onnxruntime']:.1f} GFLOP/s "
-                        f"(end of run: peak {mm['end']['peak']:.1f})")
-    for col in ("network", "backend", "batch", "p50 ms", "p95 ms", "ms/item", "GFLOP/call", "GFLOP/s", "% matmul"):
+    table = Table(title=f"networks on {m['cpu']}, {m['threads']} thread(s); fp32 matmul {result['matmul_n']}^3 at start: "
+                        f"torch {mm['start']['torch']:.1f}, ORT {mm['start']['onnxruntime']:.1f} GFLOP/s; at end: "
+                        f"torch {mm['end']['torch']:.1f}, ORT {mm['end']['onnxruntime']:.1f}; "
+                        f"% matmul = GFLOP/s over the matmul measured beside each row")
+    for col in ("network", "backend", "batch", "p50 ms", "p95 ms", "ms/item", "GFLOP/call", "GFLOP/s", "matmul GFLOP/s",
+                "% matmul"):
         table.add_column(col, justify="left" if col in ("network", "backend") else "right")
     for r in result["rows"]:
         table.add_row(r["network"], r["backend"], str(r["batch"]), f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}",
                       f"{r['ms_per_item']:.2f}", f"{r['gflop']:.3f}", f"{r['gflop_per_s']:.1f}",
-                      f"{r['matmul_share']:.0%}")
+                      f"{r['matmul_gflop_per_s']:.1f}", f"{r['matmul_share']:.0%}")
     console = Console(width=None if sys.stdout.isatty() else 140)   # a pipe would get 80 columns
     console.print(table)
     console.print(goal_line(result))
@@ -222,8 +240,10 @@ def _cmd_bench_networks(args: argparse.Namespace) -> None:
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     if args.threads < 1:
         raise UserError(f"--threads {args.threads}: must be at least 1")
+    if args.matmul_n < 64:
+        raise UserError(f"--matmul-n {args.matmul_n}: must be at least 64 (a smaller matmul measures call overhead)")
     result = bench_networks(names, backends, _ints(args.batches), threads=args.threads, repeats=args.repeats,
-                            max_s=args.max_seconds)
+                            max_s=args.max_seconds, matmul_n=args.matmul_n)
     print_table(result)
     record_measurements({n: {r["backend"]: r["p50_ms"] for r in result["rows"] if r["network"] == n and r["batch"] == 1}
                          for n in names}, threads=args.threads)
@@ -254,6 +274,7 @@ def add_bench_networks_command(bsub: argparse._SubParsersAction, formatter: type
     n.add_argument("--threads", type=int, default=1, help="intra-op threads for every backend and the matmul")
     n.add_argument("--repeats", type=int, default=30, help="timed calls per cell (fewer if --max-seconds runs out)")
     n.add_argument("--max-seconds", type=float, default=4.0, help="time cap per cell, seconds (at least 5 calls)")
+    n.add_argument("--matmul-n", type=int, default=MATMUL_N, help="side of the reference matmul (N x N by N x N)")
     n.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     n.add_argument("--plot", type=Path, default=None, help="write a PNG plot here (needs matplotlib)")
     n.set_defaults(func=_cmd_bench_networks)
