@@ -306,3 +306,32 @@ def test_driver_video_moves_the_mouth_and_brings_its_sound(dubbed_still: Dub, so
     ok = ~np.isnan(followed) & ~np.isnan(shown)
     r = np.corrcoef(followed[ok], shown[ok])[0, 1]
     assert r > 0.6, f"output opening vs driver opening: r = {r:.2f}"
+
+
+# --- speaking style ------------------------------------------------------------------------------
+
+def _gap_p95(poses: np.ndarray) -> float:
+    return float(np.percentile(_commanded_opening(poses), 95))
+
+
+def test_style_of_a_lively_clip_opens_the_mouth_wider_than_a_still_ones(dubbed_still: Dub, source_video,
+                                                                        one_torch_thread) -> None:
+    """--style: the same speech spoken in the style of a talking clip opens wider than in the style of
+    an idle one (the SyncFormer's style code follows the reference's amplitude; docs/offline.md)."""
+    from presenter.motion.syncformer_driver import SyncFormerDriver
+    from presenter.offline.lipsync import drive, style_reference
+    from presenter.offline.media import read_audio
+
+    speech = read_audio(SPEECH).analysis()
+    driver = SyncFormerDriver()
+    p95 = {}
+    for name, clip in (("talking", dubbed_still.out), ("idle", source_video[0])):
+        driver.set_style(style_reference(clip))
+        driver.reset()
+        p95[name] = _gap_p95(drive(driver, speech))
+    assert p95["talking"] > 1.03 * p95["idle"], p95
+
+
+def test_style_needs_the_syncformer(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
+    _fails(["--face", str(source_video[0]), "--audio", str(SPEECH), "--engine", "baseline", "--style",
+            str(source_video[0])], tmp_path / "out.mp4", capsys, "--style", "syncformer")
