@@ -290,8 +290,8 @@ def export_network(name: str, out_dir: Path, *, opset: int = OPSET, weights: Pat
 def precision_refusal(*, fp16: bool, int8: bool) -> str | None:
     """Why --fp16 / --int8 ONNX graphs are not written (None when neither is asked)."""
     if fp16:
-        return ("--fp16: not written: fp16 parity has not been measured. fp16 pays on GPUs, none is lent to this "
-                "project's machines, and the only runtime installed here is ONNX Runtime's CPU provider. On a GPU, "
+        return ("--fp16: not written: fp16 parity has not been measured. fp16 pays on GPUs and none was available to "
+                "measure it; the only runtime installed here is ONNX Runtime's CPU provider. On a GPU, "
                 "TensorRT builds fp16 from the fp32 graph with its FP16 flag (presenter.engines.tensorrt). Export fp32.")
     if int8:
         return INT8_REFUSAL
