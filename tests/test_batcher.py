@@ -151,19 +151,25 @@ def test_stalled_session_does_not_block_others(parts: Parts) -> None:
         batcher.close()
 
 
-def test_rest_pose_and_closed_lane(parts: Parts) -> None:
-    """render(i, None) is the idle frame without a tick; a closed lane's queued frame ends with FrameDropped
-    and the lane refuses new frames."""
+def test_rest_pose_cancelled_frame_and_closed_lane(parts: Parts) -> None:
+    """render(i, None) is the idle frame without a tick; a frame its caller cancelled is left out of the
+    batch while the others go through; a closed lane's queued frame ends with FrameDropped and the lane
+    refuses new frames."""
     from presenter.stream.batcher import CrossSessionBatcher, FrameDropped
 
-    batcher = CrossSessionBatcher(parts.renderer)
-    lane = batcher.session()
+    batcher = CrossSessionBatcher(parts.renderer, per_session=2)
+    lane, other = batcher.session(), batcher.session()
     np.testing.assert_array_equal(lane.render(3, None), parts.renderer.render(3, None))
-    _, fut = lane.submit(*frame_plan(parts, 0, 1)[0])
+    (k0, p0), (k1, p1) = frame_plan(parts, 0, 2)
+    _, cancelled = other.submit(k0, p0)
+    _, kept = other.submit(k1, p1)
+    assert cancelled.cancel()
+    assert batcher.tick(gather_s=0).frames == 1 and kept.done() and not kept.exception()
+
+    _, fut = lane.submit(k0, p0)
     lane.close()
     with pytest.raises(FrameDropped):
         fut.result(0)
     with pytest.raises(FrameDropped):
-        lane.submit(*frame_plan(parts, 0, 1)[0])
-    assert batcher.tick(gather_s=0).frames == 0 and batcher.lanes == 0
-
+        lane.submit(k0, p0)
+    assert batcher.tick(gather_s=0).frames == 0 and batcher.lanes == 1

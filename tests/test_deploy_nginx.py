@@ -199,3 +199,23 @@ def test_sessions_through_nginx_land_on_both_workers_and_follow_ups_reach_theirs
     assert out["busy"] == 1                 # ... after round robin's pick, the full worker, refused it
     assert (out["delete_whip"], out["delete_whip_again"]) == (200, 404)
     assert out["unknown"] == 404            # an id naming no worker reaches none
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_conn"])
+def test_generated_config_passes_nginx_check(tmp_path: Path, balance: str) -> None:
+    """`nginx -t` accepts the generated config for three workers under either balance policy, and the
+    generator refuses duplicate worker ids and malformed --worker specs."""
+    from presenter.errors import UserError
+    from presenter.server.nginx import parse_worker, render_config, write_config
+
+    workers = [parse_worker(f"w{i}=127.0.0.1:{9000 + i}") for i in range(3)]
+    conf = write_config(tmp_path / "nginx.conf", render_config(workers, listen=f"127.0.0.1:{free_port()}",
+                                                               prefix=tmp_path, balance=balance), tmp_path)
+    check = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    with pytest.raises(UserError, match="must differ"):
+        render_config(workers + workers[:1], prefix=tmp_path)
+    for bad in ("W1=127.0.0.1:9001", "w1:9001", "w1=127.0.0.1", "w1=host;evil:80"):
+        with pytest.raises(UserError, match="--worker"):
+            parse_worker(bad)

@@ -113,7 +113,7 @@ class BatchSession:
             self._seq += 1
             while len(self._queue) > MAX_PENDING:
                 old = self._queue.popleft()
-                old.future.set_exception(FrameDropped(f"{self!r}: frame {old.seq} dropped, lane over {MAX_PENDING}"))
+                _fail(old, FrameDropped(f"{self!r}: frame {old.seq} dropped, lane over {MAX_PENDING}"))
                 b.stats.dropped += 1
             b._cv.notify_all()
         return prep, future
@@ -172,7 +172,7 @@ class CrossSessionBatcher:
             if lane in self._lanes:
                 self._lanes.remove(lane)
             while lane._queue:
-                lane._queue.popleft().future.set_exception(FrameDropped(f"{lane!r} closed"))
+                _fail(lane._queue.popleft(), FrameDropped(f"{lane!r} closed"))
                 self.stats.dropped += 1
 
     @property
@@ -191,7 +191,9 @@ class CrossSessionBatcher:
         for _ in range(self.per_session):
             for lane in ready:
                 if lane._queue and len(jobs) < self.max_batch:
-                    jobs.append(lane._queue.popleft())
+                    job = lane._queue.popleft()
+                    if job.future.set_running_or_notify_cancel():    # False: its caller cancelled it
+                        jobs.append(job)
         return jobs, skipped, late
 
     def tick(self, gather_s: float | None = None) -> TickReport:
@@ -217,7 +219,7 @@ class CrossSessionBatcher:
         except Exception as e:          # a network failure fails this tick's frames, not the batcher
             log.error("generator batch of %d failed: %r", len(jobs), e)
             for j in jobs:
-                j.future.set_exception(e)
+                _fail(j, e)
             return TickReport(0, 0, skipped, late, time.perf_counter() - t0)
         net_s = time.perf_counter() - t0
         for j, w in zip(jobs, windows):
@@ -260,3 +262,9 @@ class CrossSessionBatcher:
             self._thread = None
         for lane in lanes:
             self._remove(lane)
+
+
+def _fail(job: _Job, error: BaseException) -> None:
+    """End a job's future with error, unless its caller has cancelled it already."""
+    if not job.future.cancelled():
+        job.future.set_exception(error)
