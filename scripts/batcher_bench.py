@@ -4,7 +4,10 @@ Measures, on the default avatar with the shipped generator weights:
 - the per-frame work each session does in its own thread (prepare: warp, masks, guidance; finish:
   colour match, paste-back), which batching does not share;
 - the network call at each batch size (ms per call, ms per frame, GFLOP/s), through the batcher's
-  seam (`GeneratorRenderer.generate_batch`) on real prepared windows of several sessions.
+  seam (`GeneratorRenderer.generate_batch`) on real prepared windows of several sessions;
+- the real ticking batcher with N simulated live sessions, each a thread asking for one frame per
+  40 ms slot (prepare `LEAD_S` before its tick, like the live stream's render lead) and skipping
+  slots that passed while it waited: the frames per second each session got.
 Then projects sessions held at 25 fps on a GPU worker from those numbers and stated assumptions
 (printed, and labelled a projection: no GPU ran here).
 
@@ -35,6 +38,45 @@ GPU_HOST_CORES = 16          # the lent H200 machine's cores
 HOST_CORES_RESERVED = 2      # the event loop (signalling, RTP) and the batcher thread
 
 
+LEAD_S = 0.025               # a session starts a frame this long before its tick (StreamConfig.render_lead_s)
+
+
+def live_lanes(renderer, frames: list, n: int, seconds: float) -> dict:
+    """n sessions on a ticking batcher for `seconds` -> frames per second of the slowest and the mean batch."""
+    import threading
+
+    from presenter.stream.batcher import CrossSessionBatcher
+
+    tick_s = FRAME_MS / 1e3
+    batcher = CrossSessionBatcher(renderer, tick_s=tick_s)
+    lanes = [batcher.session() for _ in range(n)]
+    slots = int(seconds / tick_s)
+    delivered = [0] * n
+    batcher.start()
+    t0 = time.monotonic() + tick_s                         # the batcher ticks at t0 + k * tick_s
+
+    def session(i: int) -> None:
+        j = 0
+        while j < slots:
+            wait = t0 + j * tick_s - LEAD_S - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            lanes[i].render(*frames[(i + j) % len(frames)])
+            delivered[i] += 1
+            # the next slot whose start is still ahead: slots that passed while rendering are skipped
+            j = max(j + 1, int((time.monotonic() + LEAD_S - t0) / tick_s) + 1)
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    st = batcher.stats
+    return {"sessions": n, "fps_min": min(delivered) / (slots * tick_s), "fps_mean": sum(delivered) / n / (slots * tick_s),
+            "frames_per_tick": st.frames / max(st.ticks, 1), "late_lane_ticks": st.late}
+
+
 def median_ms(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -49,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="batch sizes to time")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (torch: always 1)")
     p.add_argument("--repeats", type=int, default=7, help="timed calls per batch size (median reported)")
+    p.add_argument("--lanes", type=int, nargs="*", default=[1, 2, 3, 4, 6],
+                   help="live sessions to run on the ticking batcher, one run each (none: skip)")
+    p.add_argument("--seconds", type=float, default=4.0, help="length of each live run, seconds")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -83,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         call = median_ms(lambda: r.generate_batch(t, m, g), args.repeats)
         rows.append({"batch": b, "call_ms": call, "frame_ms": call / b, "gflop_per_s": gflop * b / call * 1e3})
     best = min(rows, key=lambda x: x["frame_ms"])
+    live = [live_lanes(r, frames, n, args.seconds) for n in args.lanes]
+    held = max([x["sessions"] for x in live if x["fps_min"] >= 0.95 * 1e3 / FRAME_MS] or [0])
 
     # --- projection (NOT measured: no GPU here) ------------------------------------------------------
     host_ms = prepare_ms + finish_ms + ENCODE_MS
@@ -104,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         "sessions_held_at_25fps": min(gpu_batch_max, host_sessions),
     }
     out = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "gflop_per_frame": gflop,
-           "prepare_ms": prepare_ms, "finish_ms": finish_ms, "net": rows, "best": best, "projection": projection}
+           "prepare_ms": prepare_ms, "finish_ms": finish_ms, "net": rows, "best": best, "live": live,
+           "sessions_held_here": held, "projection": projection}
 
     log.info("generator %.3f GFLOP/frame; per session per frame (one core): prepare %.2f ms, finish %.2f ms",
              gflop, prepare_ms, finish_ms)
@@ -115,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
              "(%.2f ms/frame); with prepare+finish on the same core(s): %d",
              args.threads, int(FRAME_MS / best["frame_ms"]), best["batch"], best["frame_ms"],
              int(FRAME_MS / (best["frame_ms"] + prepare_ms + finish_ms)))
+    log.info("%8s %10s %10s %14s %10s", "sessions", "fps min", "fps mean", "frames/tick", "late")
+    for x in live:
+        log.info("%8d %10.1f %10.1f %14.2f %10d", x["sessions"], x["fps_min"], x["fps_mean"], x["frames_per_tick"],
+                 x["late_lane_ticks"])
+    log.info("measured here: %d sessions held at >= 95%% of 25 fps on the ticking batcher", held)
     log.info("%s:", projection["label"])
     log.info("  GPU network per tick: %s ms at batch 1/8/32/100/256 -> the GPU alone holds ~%d sessions",
              "/".join(str(v) for v in projection["gpu_net_ms_at_batch"].values()), gpu_batch_max)
