@@ -161,6 +161,8 @@ class CrossSessionBatcher:
         if renderer.model.cfg != self.renderer.model.cfg:
             raise ValueError("a lane's renderer must use the batcher's generator weights (its config differs)")
         with self._cv:
+            if self._stopping:
+                raise RuntimeError("the batcher is closed: no new lanes")
             lane = BatchSession(self, renderer, f"lane {self._n_lanes}")
             self._n_lanes += 1
             self._lanes.append(lane)
