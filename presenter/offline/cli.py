@@ -23,7 +23,7 @@ def _cmd_lipsync(args: argparse.Namespace) -> None:
                      f"{result.duration_s:.2f} s; mouth {result.engine}, renderer {result.renderer}; "
                      f"{result.frames_without_face} frames without a face passed through; watermark job id "
                      f"{result.job_id:08x}; {result.compute_s:.1f} s, real-time factor {result.rtf:.2f} "
-                     f"(frames alone {result.render_rtf:.2f})\n")
+                     f"(frames alone {result.render_rtf:.2f}), {result.cpu_per_s:.2f} CPU s per s of video\n")
 
 
 def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> None:

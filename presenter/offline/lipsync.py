@@ -21,10 +21,12 @@ closed rest as a SyncFormer's displacements would be; the driver's soundtrack is
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -71,6 +73,7 @@ class LipsyncResult:
     duration_s: float                # of the output's video
     compute_s: float                 # wall time of the whole job
     render_s: float                  # of which drawing, marking and encoding the frames
+    cpu_s: float                     # CPU time of the process over the job, all threads (load-independent)
     job_id: int                      # the watermark's payload id
     engine: str                      # the driver actually used
     renderer: str                    # the renderer actually used
@@ -81,6 +84,11 @@ class LipsyncResult:
     def rtf(self) -> float:
         """Real-time factor: compute time / output duration (< 1: faster than real time)."""
         return self.compute_s / self.duration_s
+
+    @property
+    def cpu_per_s(self) -> float:
+        """CPU seconds per second of output: the real-time factor on one idle core (busy machines inflate rtf)."""
+        return self.cpu_s / self.duration_s
 
     @property
     def render_rtf(self) -> float:
@@ -214,38 +222,43 @@ def _lower_face_weight() -> np.ndarray:
     return w
 
 
-def _audio_motion(opts: LipsyncOptions, progress: bool) -> tuple[Audio, _Motion]:
-    """--audio: the speech and the poses the chosen engine drives from it (with --style's speaking style)."""
+def _soundtrack(opts: LipsyncOptions) -> Audio:
+    """The output's sound: --audio, or the driver video's soundtrack (silence, with a warning, when it has none)."""
+    if opts.driver is None:
+        return read_audio(opts.audio)
+    try:
+        return read_audio(opts.driver)
+    except UserError as e:
+        info = probe_video(opts.driver)
+        log.warning("%s; the output's soundtrack is silence", e)
+        return Audio(np.zeros((round(info.n_frames / float(info.fps) * SAMPLE_RATE), 1), np.float32), SAMPLE_RATE)
+
+
+def _audio_motion(opts: LipsyncOptions, audio: Audio, progress: bool) -> _Motion:
+    """--audio: the poses the chosen engine drives from the speech (with --style's speaking style)."""
     from presenter.stream.pipeline import _driver
 
-    audio = read_audio(opts.audio)
     engine, new_driver = _driver(opts.engine)
     driver = new_driver()
     if opts.style is not None:
         if not hasattr(driver, "set_style"):
             raise UserError(f"--style needs a driver with speaking styles (--engine syncformer); "
                             f"the {driver.name} has none")
-        driver.set_style(style_reference(opts.style, face_index=opts.face_index, progress=progress))
-    return audio, _Motion(drive(driver, audio.analysis()), float(DRIVER_FPS), engine, driver.name)
+        driver.set_style(style_reference(opts.style, progress=progress))
+    return _Motion(drive(driver, audio.analysis()), float(DRIVER_FPS), engine, driver.name)
 
 
-def _video_motion(opts: LipsyncOptions, progress: bool) -> tuple[Audio, _Motion]:
-    """--driver: the driver video's lower-face motion from its own neutral, drawn on the target's closed rest,
-    and its soundtrack (silence, with a warning, when it has none)."""
+def _video_motion(opts: LipsyncOptions, progress: bool) -> _Motion:
+    """--driver: the driver video's lower-face motion from its own neutral, drawn on the target's closed rest."""
     assert opts.driver is not None
     motion, _, fps = clip_motion(opts.driver, progress=progress, what="driver video")
-    try:
-        audio = read_audio(opts.driver)
-    except UserError as e:
-        log.warning("%s; the output's soundtrack is silence", e)
-        audio = Audio(np.zeros((round(len(motion) / fps * 16000), 1), np.float32), 16000)
     poses = motion * _lower_face_weight()[None, :, None]
-    return audio, _Motion(poses, float(fps), "video", f"video-driven ({opts.driver.name})")
+    return _Motion(poses, float(fps), "video", f"video-driven ({opts.driver.name})")
 
 
 def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
     """Run one dubbing job; see the module docstring. Bad input raises UserError before anything is written."""
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     check_output(opts.output, opts.force)
     if opts.face_index < 0:
         raise UserError(f"--face-index {opts.face_index}: use 0 (the largest face) or more")
@@ -256,19 +269,24 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
     if not opts.face.is_file():
         raise UserError(f"face {opts.face} does not exist")
     info = None if is_image(opts.face) else probe_video(opts.face)       # an unreadable face file fails here
-    audio, motion = _video_motion(opts, progress) if opts.driver else _audio_motion(opts, progress)
+    audio = _soundtrack(opts)
     job = new_payload(secrets.randbits(32))
-    with tempfile.TemporaryDirectory(prefix="presenter-lipsync-") as scratch:
+    # The face (tracking, renderer) is made while the mouth motion is computed: two cores, two stages.
+    with tempfile.TemporaryDirectory(prefix="presenter-lipsync-") as scratch, ThreadPoolExecutor(1) as pool:
         if info is None:
-            face = _still(opts.face, opts.renderer, Path(scratch))
+            face_job = pool.submit(_still, opts.face, opts.renderer, Path(scratch))
         else:
-            face = _video(opts.face, info, opts.renderer, Path(scratch), _frames_for(audio, info.fps),
-                          opts.face_index, progress)
-        result = _render(opts, audio, motion, face, job.run_id, progress, t0)
+            face_job = pool.submit(_video, opts.face, info, opts.renderer, Path(scratch), _frames_for(audio, info.fps),
+                                   opts.face_index, progress)
+        motion = _video_motion(opts, progress) if opts.driver else _audio_motion(opts, audio, progress)
+        log.info("mouth motion: %d poses from %s in %.1f s", len(motion.poses), motion.name, time.monotonic() - t0)
+        face = face_job.result()
+        log.info("face: %s ready after %.1f s", face.renderer.name, time.monotonic() - t0)
+        result = _render(opts, audio, motion, face, job.run_id, progress, t0, cpu0)
     log.info("wrote %s: %d frames %dx%d at %.3g fps (%.2f s), mouth %s, renderer %s, watermark job id %08x; "
-             "%.1f s of compute: real-time factor %.2f (frames alone: %.2f)", result.output, result.frames, *result.size,
-             result.fps, result.duration_s, motion.name, face.renderer.name, job.run_id, result.compute_s, result.rtf,
-             result.render_rtf)
+             "%.1f s of compute: real-time factor %.2f (frames alone: %.2f; %.2f CPU s per s of video; load average %.1f)",
+             result.output, result.frames, *result.size, result.fps, result.duration_s, motion.name, face.renderer.name,
+             job.run_id, result.compute_s, result.rtf, result.render_rtf, result.cpu_per_s, os.getloadavg()[0])
     return result
 
 
@@ -277,7 +295,7 @@ def _frames_for(audio: Audio, fps: Fraction) -> int:
 
 
 def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, job_id: int, progress: bool,
-            t0: float) -> LipsyncResult:
+            t0: float, cpu0: float) -> LipsyncResult:
     """Draw every output frame, mark it and write the movie."""
     n_out = _frames_for(audio, face.fps)
     drawn = poses_at(motion.poses, float(face.fps), n_out, rate=motion.rate)
@@ -297,7 +315,7 @@ def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, jo
             out.write(mark.mark_rgb(face.renderer.render(i, mouth)))
         out.commit()
     return LipsyncResult(opts.output, n_out, float(face.fps), face.size, n_out / float(face.fps), time.monotonic() - t0,
-                         time.monotonic() - t_render, job_id,
+                         time.monotonic() - t_render, time.process_time() - cpu0, job_id,
                          motion.engine, face.renderer_kind, lost, drawn)
 
 
