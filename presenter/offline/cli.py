@@ -26,6 +26,17 @@ def _cmd_lipsync(args: argparse.Namespace) -> None:
                      f"(frames alone {result.render_rtf:.2f}), {result.cpu_per_s:.2f} CPU s per s of video\n")
 
 
+def _cmd_swap(args: argparse.Namespace) -> None:
+    from presenter.offline.swap import SwapOptions, swap
+
+    opts = SwapOptions(source=args.source, target=args.target, output=args.output, consent=args.consent,
+                       force=args.force)
+    sys.stdout.write(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}) + "\n")
+    if args.dry_run:
+        return
+    swap(opts)
+
+
 def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> None:
     """Register the offline commands on the top-level parser."""
     from presenter.server.config import ServerConfig
@@ -68,3 +79,21 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
     p.set_defaults(func=_cmd_lipsync)
+
+    w = sub.add_parser(
+        "swap", formatter_class=formatter, help="put one person's face into another's video (needs --consent)",
+        description="Face swap: the target video's expressions on the source's face. Refused without --consent "
+                    "STATEMENT (who agreed to what). It needs a whole-face generator, which does not exist yet: "
+                    "today the command checks consent and inputs, then says so (exit 2, nothing written). Its output, "
+                    "once possible, is to carry the statement, hashes of both inputs and the time in its metadata, "
+                    "the watermark and the SYNTHETIC tag.\n\n"
+                    "Examples:\n  presenter swap --source ana.jpg --target ben.mp4 -o swapped.mp4 "
+                    "--consent \"Ana Lima and Ben Okoro agreed on 2026-12-01 to this swap for the course trailer\"")
+    w.add_argument("--source", type=Path, required=True, help="image or video of the face to put in")
+    w.add_argument("--target", type=Path, required=True, help="video whose face is replaced")
+    w.add_argument("-o", "--output", type=Path, required=True, help="MP4 file to write")
+    w.add_argument("--consent", default=None,
+                   help="statement that the people shown agreed (who, to what, when); required")
+    w.add_argument("--force", action="store_true", help="replace an existing output file")
+    w.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
+    w.set_defaults(func=_cmd_swap)
