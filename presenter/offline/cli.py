@@ -11,8 +11,11 @@ def _cmd_lipsync(args: argparse.Namespace) -> None:
     from presenter.errors import UserError
     from presenter.offline.lipsync import LipsyncOptions, lipsync
 
+    if args.batch is not None:
+        _lipsync_batch(args)
+        return
     if args.face is None:
-        raise UserError("give --face VIDEO|IMAGE: the face to dub")
+        raise UserError("give --face VIDEO|IMAGE (the face to dub), or --batch JOBS.csv")
     opts = LipsyncOptions(face=args.face, audio=args.audio, driver=args.driver, output=args.output, engine=args.engine,
                           renderer=args.renderer, face_index=args.face_index, style=args.style, force=args.force)
     sys.stdout.write(json.dumps(opts.resolved()) + "\n")
@@ -24,6 +27,29 @@ def _cmd_lipsync(args: argparse.Namespace) -> None:
                      f"{result.frames_without_face} frames without a face passed through; watermark job id "
                      f"{result.job_id:08x}; {result.compute_s:.1f} s, real-time factor {result.rtf:.2f} "
                      f"(frames alone {result.render_rtf:.2f}), {result.cpu_per_s:.2f} CPU s per s of video\n")
+
+
+def _lipsync_batch(args: argparse.Namespace) -> None:
+    import time
+
+    from presenter.errors import UserError
+    from presenter.offline.batch import run_batch, summary
+
+    if any(v is not None for v in (args.face, args.audio, args.driver, args.style)):
+        raise UserError("--batch takes the faces, speech, drivers and styles from the CSV's columns; "
+                        "drop --face/--audio/--driver/--style")
+    resolved = {"batch": str(args.batch), "output_dir": str(args.output), "engine": args.engine,
+                "renderer": args.renderer, "workers": args.workers}
+    sys.stdout.write(json.dumps(resolved) + "\n")
+    if args.dry_run:
+        return
+    t0 = time.monotonic()
+    outcomes = run_batch(args.batch, args.output, engine=args.engine, renderer=args.renderer, workers=args.workers)
+    sys.stdout.write(summary(outcomes, time.monotonic() - t0) + "\n")
+    failed = [o.row.number for o in outcomes if o.status == "failed"]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(outcomes)} rows failed (rows {', '.join(map(str, failed))}); fix them "
+                        "and run the same command again: finished rows are skipped")
 
 
 def _cmd_swap(args: argparse.Namespace) -> None:
@@ -57,7 +83,8 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
                     "--renderer baseline --force\n"
                     "  presenter lipsync --face group.mp4 --face-index 1 --audio line.wav -o second-person.mp4\n"
                     "  presenter lipsync --face talk.mp4 --audio dub.wav --style lively.mp4 -o lively.mp4\n"
-                    "  presenter lipsync --face portrait.jpg --driver someone-talking.mp4 -o follows.mp4")
+                    "  presenter lipsync --face portrait.jpg --driver someone-talking.mp4 -o follows.mp4\n"
+                    "  presenter lipsync --batch jobs.csv -o dubbed/        # rerun to resume")
     p.add_argument("--face", type=Path, default=None,
                    help="video (any container/codec PyAV reads) or image (PNG, JPEG, ...) of the face to dub")
     p.add_argument("--audio", type=Path, default=None,
@@ -65,7 +92,13 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
     p.add_argument("--driver", type=Path, default=None,
                    help="instead of --audio: a video of someone talking; their mouth motion (from their own "
                         "neutral face) drives the face's mouth and their soundtrack is muxed")
-    p.add_argument("-o", "--output", type=Path, required=True, help="MP4 file to write (written atomically)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="MP4 file to write (written atomically); with --batch, the output folder")
+    p.add_argument("--batch", type=Path, default=None,
+                   help="CSV of jobs, one per row (columns face, audio or driver, optional style and output); "
+                        "finished rows are skipped, failed ones reported, a table printed at the end")
+    p.add_argument("--workers", type=int, default=1,
+                   help="with --batch: jobs at once in a process pool (each job keeps about two cores busy)")
     p.add_argument("--engine", default=d.engine, choices=ENGINES,
                    help="speech to mouth motion: auto = the trained Style-SyncFormer (it ships), baseline = loudness")
     p.add_argument("--renderer", default=d.renderer, choices=RENDERERS,
