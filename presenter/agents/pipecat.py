@@ -30,17 +30,16 @@ serves any number of services; each service owns its stream, its worker pool and
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import av
 import cv2
 import numpy as np
 
+from presenter.agents.session import Playout, PresenterSession
 from presenter.errors import UserError
 from presenter.stream.frames import AUDIO_RATE
-from presenter.stream.pipeline import Pipeline, load_pipeline
+from presenter.stream.pipeline import Pipeline
 from presenter.stream.stream import FRAME_S, PresenterStream, StreamConfig
 
 try:
@@ -66,7 +65,6 @@ except ModuleNotFoundError as e:
 log = logging.getLogger(__name__)
 
 FRAME_NS = round(FRAME_S * 1e9)       # 40 ms in Pipecat's nanosecond pts
-PLAYED_SLACK_S = 0.001                # speech counted as played (rounding: 22,050 Hz in, 48 kHz out)
 END_GRACE_S = 2.0                     # EndFrame waits this long beyond the audio still to play
 
 
@@ -85,63 +83,49 @@ class PresenterVideoService(AIService):
         has been sent; needs TransportParams(video_out_is_live=False)); False sends them to its live
         video queue (video_out_is_live=True), paced by the transport's own 25 fps clock."""
         super().__init__(settings=ServiceSettings(model=None), **kwargs)
-        if workers < 1:
-            raise UserError(f"workers={workers}: need at least 1 worker thread")
-        self._pipeline = pipeline
-        self._load_args = (avatar, engine, renderer)
-        self._workers = workers
-        self._stream_config = stream_config
+        self._session = PresenterSession(pipeline=pipeline, avatar=avatar, engine=engine, renderer=renderer,
+                                         workers=workers, stream_config=stream_config,
+                                         thread_name="presenter-pipecat")
         self._sync_with_audio = sync_with_audio
-        self._pool: ThreadPoolExecutor | None = None
-        self._stream: PresenterStream | None = None
         self._video_task: asyncio.Task | None = None
         self._pts0 = 0                                # Pipecat clock time of frame 0, ns
         self._generation = 0                          # bumped by each interruption
-        self._pushed_s = 0.0                          # speech pushed since the last interruption, seconds
-        self._played_s = 0.0                          # speech sent on since then
-        self._held: collections.deque[tuple[float, Frame, FrameDirection]] = collections.deque()  # (pushed_s, ...)
+        self._playout: Playout[tuple[Frame, FrameDirection]] = Playout()   # frames held behind speech
         self._context_id: str | None = None           # TTS context of the speech being played
-        self._pushes = 0                              # TTSAudioRawFrames taken so far
-        self._drained = asyncio.Event()               # set while nothing pushed waits to be played
         self._send_lock = asyncio.Lock()              # one frame's image + audio, or an interruption
 
     @property
     def stream(self) -> PresenterStream | None:
         """The running session's stream (its `stats`: frames, reused, latency), None outside start..stop."""
-        return self._stream
+        return self._session.stream
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, frame: StartFrame) -> None:
         """Load the pipeline if none was given, then start the stream and its 25 fps video task."""
         await super().start(frame)
-        if self._pipeline is None:
-            self._pipeline = await asyncio.to_thread(load_pipeline, *self._load_args)
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="presenter-pipecat")
-        self._stream = self._pipeline.stream(self._pool, config=self._stream_config)
+        stream = await self._session.open()
         self._pts0 = self.get_clock().get_time()
-        self._drained.set()
-        self._video_task = self.create_task(self._send_frames(self._stream), "presenter-video")
+        self._video_task = self.create_task(self._send_frames(stream), "presenter-video")
 
     async def stop(self, frame: EndFrame) -> None:
         """EndFrame: play out what was pushed (frames held behind it included), then close."""
         await super().stop(frame)
-        if self._stream is not None:
-            self._stream.flush()
-            wait_s = self._stream.stats.pending_s + (self._pushed_s - self._played_s) + END_GRACE_S
+        if self.stream is not None:
+            self.stream.flush()
+            wait_s = self.stream.stats.pending_s + self._playout.unplayed_s + END_GRACE_S
             try:
-                await asyncio.wait_for(self._drained.wait(), timeout=wait_s)
+                await asyncio.wait_for(self._playout.drained.wait(), timeout=wait_s)
             except TimeoutError:
                 log.warning("EndFrame: speech still unplayed after %.1f s; closing anyway", wait_s)
         await self._close()
-        while self._held:
-            _, held, direction = self._held.popleft()
+        for held, direction in self._playout.release(idle=True):
             await self.push_frame(held, direction)
 
     async def cancel(self, frame: CancelFrame) -> None:
         """CancelFrame: stop now, dropping speech not yet played and the frames held behind it."""
         await super().cancel(frame)
-        self._held.clear()
+        self._playout.clear()
         await self._close()
 
     async def cleanup(self) -> None:
@@ -153,12 +137,7 @@ class PresenterVideoService(AIService):
         task, self._video_task = self._video_task, None
         if task is not None:
             await self.cancel_task(task)
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            await stream.close()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        await self._session.close()
 
     # --- frames in ----------------------------------------------------------------------------
 
@@ -166,7 +145,7 @@ class PresenterVideoService(AIService):
         await super().process_frame(frame, direction)        # start / stop / cancel
         if direction == FrameDirection.UPSTREAM:
             await self.push_frame(frame, direction)
-        elif isinstance(frame, TTSAudioRawFrame) and self._stream is not None:
+        elif isinstance(frame, TTSAudioRawFrame) and self.stream is not None:
             await self._push_speech(frame)                   # consumed: it leaves delayed, with the face
         elif isinstance(frame, (InterruptionFrame, UserStartedSpeakingFrame)):
             async with self._send_lock:                       # no speech frame may follow it
@@ -175,52 +154,40 @@ class PresenterVideoService(AIService):
         elif isinstance(frame, SystemFrame):
             await self.push_frame(frame, direction)
         else:
-            if isinstance(frame, TTSStoppedFrame) and self._stream is not None:
-                self._stream.flush()
-            await self._hold_or_push(frame, direction)
+            if isinstance(frame, TTSStoppedFrame) and self.stream is not None:
+                self.stream.flush()
+            if not self._playout.hold((frame, direction)):          # held behind speech not yet played
+                await self.push_frame(frame, direction)
 
     async def _push_speech(self, frame: TTSAudioRawFrame) -> None:
         pcm = np.frombuffer(frame.audio, np.int16).reshape(-1, frame.num_channels)
         if not len(pcm):
             return
         try:
-            self._stream.push_audio(pcm, frame.sample_rate)
+            self.stream.push_audio(pcm, frame.sample_rate)
         except UserError as e:
             await self.push_error(error_msg=f"presenter: {e}", exception=e)
             return
-        self._pushed_s += len(pcm) / frame.sample_rate
-        self._pushes += 1
+        self._playout.push(len(pcm) / frame.sample_rate)
         self._context_id = frame.context_id
-        self._drained.clear()
-
-    async def _hold_or_push(self, frame: Frame, direction: FrameDirection) -> None:
-        """Push now, or hold behind speech not yet played (in order)."""
-        if self._held or self._pushed_s > self._played_s + PLAYED_SLACK_S:
-            self._held.append((self._pushed_s, frame, direction))
-            self._drained.clear()
-        else:
-            await self.push_frame(frame, direction)
 
     async def _interrupt(self) -> None:
         """Barge-in: the stream drops pending speech; held frames are dropped unless uninterruptible."""
         self._generation += 1
-        if self._stream is not None:
-            self._stream.interrupt()
-        self._pushed_s = self._played_s = 0.0
-        held, self._held = self._held, collections.deque()
-        for _, frame, direction in held:
+        if self.stream is not None:
+            self.stream.interrupt()
+        for frame, direction in self._playout.clear():
             if not frame.interruptible:
                 await self.push_frame(frame, direction)
-        self._drained.set()
 
     # --- frames out ---------------------------------------------------------------------------
 
     async def _send_frames(self, stream: PresenterStream) -> None:
         """Video task: one image per stream chunk, the chunk's audio after it while speaking."""
         loop = asyncio.get_running_loop()
-        pool, idle = self._pool, self._pipeline.idle
+        pool, idle = self._session.pool, self._session.pipeline.idle
         async for chunk in stream:
-            generation, pushes = self._generation, self._pushes
+            generation, pushes = self._generation, self._playout.pushes
             empty = stream.stats.pending_s == 0                    # as of this chunk
             image = await loop.run_in_executor(pool, _rgb_image, chunk.video)
             async with self._send_lock:                           # an interruption waits for this frame
@@ -236,17 +203,10 @@ class PresenterVideoService(AIService):
                                              context_id=self._context_id)
                     audio.pts = image.pts
                     await self.push_frame(audio)
-                    self._played_s += FRAME_S
-                await self._release(idle=not speaking and empty and pushes == self._pushes)
-
-    async def _release(self, *, idle: bool) -> None:
-        """Push the held frames whose speech has played (all of them once the stream is idle)."""
-        while self._held and (idle or self._held[0][0] <= self._played_s + PLAYED_SLACK_S):
-            _, frame, direction = self._held.popleft()
-            await self.push_frame(frame, direction)
-        if idle and not self._held:
-            self._pushed_s = self._played_s = 0.0
-            self._drained.set()
+                    self._playout.play(FRAME_S)
+                for frame, direction in self._playout.release(
+                        idle=not speaking and empty and pushes == self._playout.pushes):
+                    await self.push_frame(frame, direction)
 
 
 def _rgb_image(video: av.VideoFrame) -> OutputImageRawFrame:

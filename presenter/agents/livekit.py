@@ -1,0 +1,198 @@
+"""Presenter as a LiveKit Agents avatar: the agent's speech in, a 25 fps talking face with the
+delayed speech out, on this machine's CPU.
+
+LiveKit's local-avatar contract (livekit-agents 1.8, `livekit.agents.voice.avatar`): an
+`AvatarRunner` reads the agent's audio from an `AudioReceiver`, feeds it to a `VideoGenerator`
+and publishes what the generator yields through an `AVSynchronizer`. `PresenterVideoGenerator`
+is that generator; `PresenterAvatar` wires it up in the agent's own process, the way bitHuman's
+local mode does:
+
+    avatar = PresenterAvatar(pipeline=load_pipeline("default"))
+    await avatar.start(agent_session, room=ctx.room)      # before agent_session.start(...)
+
+or, as a separate avatar worker in the room, `AvatarRunner(room, audio_recv=DataStreamAudioReceiver(room),
+video_gen=generator, options=generator.avatar_options)` beside `DataStreamAudioOutput` in the agent.
+
+The generator (names as in LiveKit's `VideoGenerator`):
+
+    push_audio(rtc.AudioFrame), any rate, mono or stereo  -> pushed into a PresenterStream
+    push_audio(AudioSegmentEnd)                            -> flush: the segment plays out without more audio
+    clear_buffer()                                         -> barge-in: pending speech dropped, the next
+                                                              frame (<= 40 ms) is idle, no speech follows
+    async for item in generator, every 40 ms:              <- rtc.VideoFrame, I420, the idle loop in silence
+                                                    while speaking <- rtc.AudioFrame: the input audio, 48 kHz mono
+                                                              s16, 1920 samples, delayed by the stream's
+                                                              latency, right after the frame it plays with
+                                           after a segment's audio <- AudioSegmentEnd (the runner then
+                                                              reports playback finished to the agent)
+
+The generator paces itself on the stream's 25 fps clock; the runner's AVSynchronizer paces again
+at the same rate. One `Pipeline` (`presenter.stream.pipeline.load_pipeline`) serves any number of
+generators; each generator owns its stream and its worker pool.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from presenter.agents.session import Playout, PresenterSession
+from presenter.errors import UserError
+from presenter.stream.frames import AUDIO_RATE
+from presenter.stream.pipeline import Pipeline
+from presenter.motion.base import FPS
+from presenter.stream.stream import FRAME_S, OUT_FRAME, PresenterStream, StreamConfig
+
+try:
+    from livekit import rtc
+    from livekit.agents import AgentSession, get_job_context
+    from livekit.agents.voice.avatar import (
+        AudioReceiver,
+        AudioSegmentEnd,
+        AvatarOptions,
+        AvatarRunner,
+        QueueAudioOutput,
+        VideoGenerator,
+    )
+except ModuleNotFoundError as e:
+    raise ImportError(f"presenter.agents.livekit needs LiveKit Agents ({e.name} is missing): "
+                      "pip install 'presenter[livekit]'") from e
+
+log = logging.getLogger(__name__)
+
+Output = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
+
+
+class PresenterVideoGenerator(VideoGenerator):
+    """See the module docstring."""
+
+    def __init__(self, *, pipeline: Pipeline | None = None, avatar: str = "default", engine: str = "auto",
+                 renderer: str = "auto", workers: int = 2, stream_config: StreamConfig | None = None) -> None:
+        """pipeline: a loaded presenter pipeline, shared between generators; None loads
+        `load_pipeline(avatar, engine, renderer)` at `start` or first use (~1-6 s).
+        workers: threads of this generator's pool (motion, render); one per core.
+        stream_config: None holds audio for the pipeline's `audio_delay_s` (its driver's look-ahead
+        and compute time + 80 ms)."""
+        self._session = PresenterSession(pipeline=pipeline, avatar=avatar, engine=engine, renderer=renderer,
+                                         workers=workers, stream_config=stream_config,
+                                         thread_name="presenter-livekit")
+        self._generation = 0                              # bumped by each clear_buffer
+        self._playout: Playout[AudioSegmentEnd] = Playout()   # segment ends held behind their speech
+        self._ends: list[AudioSegmentEnd] = []            # segment ends whose speech has all played
+
+    @property
+    def stream(self) -> PresenterStream | None:
+        """The running stream (its `stats`: frames, reused, latency), None before `start` and after `aclose`."""
+        return self._session.stream
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self._session.pipeline
+
+    @property
+    def avatar_options(self) -> AvatarOptions:
+        """The AvatarRunner's options for this face: frame size, 25 fps, 48 kHz mono. Needs `start`."""
+        if self._session.pipeline is None:
+            raise RuntimeError("avatar_options needs the pipeline: await generator.start() first")
+        h, w = self._session.pipeline.pack.frames.shape[1:3]
+        return AvatarOptions(video_width=w & ~1, video_height=h & ~1, video_fps=FPS,
+                             audio_sample_rate=AUDIO_RATE, audio_channels=1)
+
+    async def start(self) -> None:
+        """Load the pipeline if none was given and start the stream. Idempotent."""
+        await self._session.open()
+
+    async def aclose(self) -> None:
+        """Stop the stream and the pool; iteration ends."""
+        await self._session.close()
+
+    # --- audio in ------------------------------------------------------------------------------
+
+    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        stream = await self._session.open()
+        if isinstance(frame, AudioSegmentEnd):
+            stream.flush()
+            if not self._playout.hold(frame):                 # nothing left to play: end it now
+                self._ends.append(frame)
+            return
+        pcm = np.frombuffer(frame.data, np.int16).reshape(-1, frame.num_channels)
+        if not len(pcm):
+            return
+        try:
+            stream.push_audio(pcm, frame.sample_rate)
+        except UserError as e:
+            log.error("presenter: audio dropped: %s", e)
+            return
+        self._playout.push(len(pcm) / frame.sample_rate)
+
+    def clear_buffer(self) -> None:
+        """Barge-in: drop the speech not yet played (and its segment end: the runner reports the
+        interruption itself); the next frame is idle."""
+        self._generation += 1
+        if self._session.stream is not None:
+            self._session.stream.interrupt()
+        self._playout.clear()
+        self._ends.clear()
+
+    # --- frames out ----------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Output]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[Output]:
+        stream = await self._session.open()
+        async for chunk in stream:
+            generation, pushes = self._generation, self._playout.pushes
+            empty = stream.stats.pending_s == 0                    # as of this chunk
+            speaking = chunk.latency_s is not None                  # the chunk carries pushed audio
+            yuv = chunk.video.to_ndarray()                          # (H * 3 / 2, W) I420 planes
+            yield rtc.VideoFrame(chunk.video.width, chunk.video.height, rtc.VideoBufferType.I420, yuv.tobytes())
+            if generation != self._generation:                     # cleared while the runner took the frame
+                continue
+            if speaking:
+                yield rtc.AudioFrame(chunk.audio.to_ndarray().tobytes(), AUDIO_RATE, 1, OUT_FRAME)
+                if generation != self._generation:
+                    continue
+                self._playout.play(FRAME_S)
+            ends, self._ends = self._ends, []
+            for end in ends + self._playout.release(idle=not speaking and empty and pushes == self._playout.pushes):
+                yield end
+
+
+class PresenterAvatar:
+    """Presenter as the face of an `AgentSession`, in the agent's own process (like bitHuman's
+    local mode): the session's audio output becomes a `QueueAudioOutput` read by an `AvatarRunner`
+    that publishes the face and the delayed voice in the agent's room."""
+
+    def __init__(self, *, pipeline: Pipeline | None = None, avatar: str = "default", engine: str = "auto",
+                 renderer: str = "auto", workers: int = 2, stream_config: StreamConfig | None = None) -> None:
+        """Arguments as `PresenterVideoGenerator`'s."""
+        self.generator = PresenterVideoGenerator(pipeline=pipeline, avatar=avatar, engine=engine, renderer=renderer,
+                                                 workers=workers, stream_config=stream_config)
+        self.runner: AvatarRunner | None = None
+
+    async def start(self, agent_session: AgentSession, room: rtc.Room) -> None:
+        """Call before `agent_session.start(...)`; the job's shutdown closes it (or call `aclose`)."""
+        await self.generator.start()
+        audio = QueueAudioOutput()                                   # any rate: the stream resamples
+        self.runner = await start_runner(room, self.generator, audio)
+        agent_session.output.audio = audio
+        job = get_job_context(required=False)
+        if job is not None:
+            job.add_shutdown_callback(self.aclose)
+
+    async def aclose(self) -> None:
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.aclose()
+        await self.generator.aclose()
+
+
+async def start_runner(room: rtc.Room, generator: PresenterVideoGenerator, audio: AudioReceiver) -> AvatarRunner:
+    """An AvatarRunner for `generator` in `room`, reading `audio` (a QueueAudioOutput in the agent's
+    process, or a DataStreamAudioReceiver(room) in a separate avatar worker), started."""
+    await generator.start()
+    runner = AvatarRunner(room, audio_recv=audio, video_gen=generator, options=generator.avatar_options)
+    await runner.start()
+    return runner
