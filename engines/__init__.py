@@ -1,1 +1,3 @@
-"""Inference engines (torch, ONNX Runtime, TensorRT) behind one protocol; filled as models land."""
+"""Inference engines behind one protocol (base.Engine): torch_engine (the reference), onnxruntime
+(CPU, CUDA provider when present), tensorrt (written to its API, not run here); bench: `presenter
+bench networks`."""

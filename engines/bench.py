@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import logging
 import os
@@ -177,13 +178,8 @@ def print_table(result: dict) -> None:
 
 def plot(result: dict, path: Path) -> Path:
     """Two panels: ms per item at batch 1 (log scale) and share of the matmul rate, per network and backend."""
-    from presenter.errors import UserError
+    import matplotlib
 
-    try:
-        import matplotlib
-    except ModuleNotFoundError:
-        raise UserError("--plot needs matplotlib, which is not installed: pip install 'presenter[dev]' "
-                        "(or pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -240,6 +236,9 @@ def _cmd_bench_networks(args: argparse.Namespace) -> None:
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     if args.threads < 1:
         raise UserError(f"--threads {args.threads}: must be at least 1")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:     # say so before minutes of timing
+        raise UserError("--plot needs matplotlib, which is not installed: pip install 'presenter[dev]' "
+                        "(or pip install matplotlib)")
     if args.matmul_n < 64:
         raise UserError(f"--matmul-n {args.matmul_n}: must be at least 64 (a smaller matmul measures call overhead)")
     result = bench_networks(names, backends, _ints(args.batches), threads=args.threads, repeats=args.repeats,

@@ -18,6 +18,7 @@ from presenter.errors import UserError
 from presenter.export.registry import NETWORKS, onnx_io
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_onnxruntime_whisper_features_match_torch() -> None:
     """Speech features computed with the ONNX Runtime encoder match the PyTorch ones (max abs < 1e-3,
     cosine > 0.9999) on a voiced test signal."""
