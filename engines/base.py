@@ -49,10 +49,11 @@ def measurements_path() -> Path:
 
 def machine_id(threads: int) -> str:
     """Which measurements apply: this CPU model and the thread count."""
-    return f"{platform.machine()}|{_cpu_model()}|threads={threads}"
+    return f"{platform.machine()}|{cpu_model()}|threads={threads}"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -93,6 +93,7 @@ def bench_networks(names: Sequence[str], backends: Sequence[str], batches: Seque
     import onnxruntime as ort
     import torch
 
+    from presenter.engines.base import cpu_model
     from presenter.engines.onnxruntime import OnnxRuntimeEngine
     from presenter.engines.torch_engine import TorchEngine
     from presenter.export.registry import get_network
@@ -126,17 +127,11 @@ def bench_networks(names: Sequence[str], backends: Sequence[str], batches: Seque
                 log.info("%s %s batch %d: p50 %.2f ms", name, backend, batch, p50)
     peak_after = probe.measure(repeats=20, max_s=3.0)
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads,
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
                         "load_avg_1m_before": load_before[0], "load_avg_1m_after": os.getloadavg()[0],
                         "python": platform.python_version(), "torch": torch.__version__,
                         "onnxruntime": ort.__version__},
             "matmul_n": matmul_n, "matmul_gflop_per_s": {"start": peak, "end": peak_after}, "rows": rows}
-
-
-def _cpu_name() -> str:
-    from presenter.engines.base import _cpu_model
-
-    return _cpu_model()
 
 
 def goal_line(result: dict) -> str:

@@ -153,7 +153,7 @@ class TensorRTEngine:
 
         path = network_graph(net, weights)
         meta = {"model": net.name, **onnx_io(path), "onnx_sha256": sha256_file(path),
-                "dynamic_axes": {k: dict(zip(("min", "opt", "max"), v)) for k, v in net.dim_ranges.items()}}
+                "dynamic_axes": net.axes_meta()}
         return cls(path, meta, fp16=fp16)
 
     def load(self) -> None:

@@ -47,6 +47,10 @@ class Network:
     trace: Callable[[nn.Module, Path, int], Path]     # (module, path, opset) -> path
     example: Callable[[nn.Module, int, np.random.Generator], dict[str, np.ndarray]]   # live-shaped feeds
 
+    def axes_meta(self) -> dict[str, dict[str, int]]:
+        """dim_ranges as meta.json writes them: axis -> {"min", "opt", "max"}."""
+        return {k: dict(zip(("min", "opt", "max"), v)) for k, v in self.dim_ranges.items()}
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -271,7 +275,7 @@ def export_network(name: str, out_dir: Path, *, opset: int = OPSET, weights: Pat
         onnx.checker.check_model(str(tmp), full_check=True)
         error = max_abs_error(net, module, tmp, net.example(module, 2, np.random.default_rng(0)))
         meta = {"model": name, "summary": net.summary, "format": "onnx", "opset": opset, "precision": "fp32",
-                **onnx_io(tmp), "dynamic_axes": {k: dict(zip(("min", "opt", "max"), v)) for k, v in net.dim_ranges.items()},
+                **onnx_io(tmp), "dynamic_axes": net.axes_meta(),
                 "source_weights": {"path": str(source_path), "sha256": source_sha},
                 "onnx_sha256": sha256_file(tmp), "parity": {"max_abs_error": error,
                                                             "input": "live-shaped example batch of 2, seed 0"},

@@ -80,7 +80,7 @@ def test_auto_backend_is_onnxruntime_until_measured_then_the_fastest(engine_home
 def trt_meta(network: str, graph: Path) -> dict:
     net = NETWORKS[network]
     return {"model": network, **onnx_io(graph), "onnx_sha256": "ab" * 32,
-            "dynamic_axes": {k: dict(zip(("min", "opt", "max"), v)) for k, v in net.dim_ranges.items()}}
+            "dynamic_axes": net.axes_meta()}
 
 
 @pytest.fixture(scope="module")
