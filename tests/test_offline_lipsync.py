@@ -192,6 +192,7 @@ def test_dubbed_video_mouth_follows_the_driver(dubbed_video: Dub) -> None:
     commanded = _commanded_opening(dubbed_video.result.poses)[keep]
     ok = ~np.isnan(seen)
     r = np.corrcoef(seen[ok], commanded[ok])[0, 1]
+    print(f"dubbed video: measured opening vs commanded lip gap over {ok.sum()} frames: r = {r:.2f}")
     assert r > 0.6, f"measured opening vs commanded: r = {r:.2f}"
     assert dubbed_video.result.frames_without_face == sum(ping_pong(t, VIDEO_FRAMES) in FACELESS
                                                           for t in range(len(dubbed_video.frames)))
@@ -221,6 +222,8 @@ def test_dubbed_still_opens_on_vowels_more_than_on_labials(dubbed_still: Dub) ->
     text = {wav: t for _, wav, t in transcripts()}[SPEECH]
     phones = align(read_audio(SPEECH).analysis(), text).phones
     s = phonetic_scores(mouth_openings(dubbed_still.frames), 25, phones)["at_zero"]
+    print(f"dubbed still: mean open-vowel opening {s['vowel_opening_mean']:.3f} ({s['vowel_n']}), mean p/b/m minimum "
+          f"{s['pbm_min_mean']:.3f} ({s['pbm_n']}), eye-distance units")
     assert s["pbm_n"] >= 2 and s["vowel_n"] >= 5
     assert s["vowel_opening_mean"] > s["pbm_min_mean"] + 0.03, s
 
@@ -305,6 +308,7 @@ def test_driver_video_moves_the_mouth_and_brings_its_sound(dubbed_still: Dub, so
     shown = driver[np.clip(np.round((np.asarray(keep) + 0.5) / VIDEO_FPS * 25 - 0.5).astype(int), 0, len(driver) - 1)]
     ok = ~np.isnan(followed) & ~np.isnan(shown)
     r = np.corrcoef(followed[ok], shown[ok])[0, 1]
+    print(f"driver video: output opening vs driver opening over {ok.sum()} frames: r = {r:.2f}")
     assert r > 0.6, f"output opening vs driver opening: r = {r:.2f}"
 
 
@@ -329,6 +333,8 @@ def test_style_of_a_lively_clip_opens_the_mouth_wider_than_a_still_ones(dubbed_s
         driver.set_style(style_reference(clip))
         driver.reset()
         p95[name] = _gap_p95(drive(driver, speech))
+    print(f"style: 95th percentile commanded lip gap {p95['talking']:.3f} cm (talking clip's style) vs "
+          f"{p95['idle']:.3f} cm (idle clip's)")
     assert p95["talking"] > 1.03 * p95["idle"], p95
 
 
