@@ -105,7 +105,9 @@ def bench_networks(names: Sequence[str], backends: Sequence[str], batches: Seque
     rows = []
     for name in names:
         net = get_network(name)
-        engines = {"torch": TorchEngine(net, threads=threads), "onnxruntime": OnnxRuntimeEngine.for_network(net, threads=threads)}
+        engines = {"torch": TorchEngine(net, threads=threads)}            # also the FLOP counter's module
+        if "onnxruntime" in backends:
+            engines["onnxruntime"] = OnnxRuntimeEngine.for_network(net, threads=threads)
         for e in engines.values():
             e.load()
         module = engines["torch"].module
