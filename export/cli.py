@@ -37,7 +37,7 @@ def add_export_command(sub: argparse._SubParsersAction, formatter: type) -> None
     e.add_argument("model", choices=[*NETWORKS, "all"], metavar="MODEL", help="network to export (see Models above)")
     e.add_argument("-o", "--out", type=Path, required=True, help="output folder (created if missing)")
     e.add_argument("--format", default="onnx", help="output format (only onnx)")
-    e.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version (14 to the onnx package's newest)")
+    e.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version (14 to 20)")
     e.add_argument("--weights", type=Path, default=None,
                    help="weights folder (config.json + model.safetensors; for whisper the folder of model.bin); "
                         "default: the shipped weights")

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-OPSET = 17   # ONNX Runtime 1.18+ and TensorRT 10 both run it; LayerNormalization is native from 17
+OPSET = 17       # ONNX Runtime 1.18+ and TensorRT 10 both run it; LayerNormalization is native from 17
+MAX_OPSET = 20   # the TorchScript exporter's newest (torch 2.13 warns above it and fails from 24)
 
 
 def write_onnx(module: nn.Module, example: Sequence[torch.Tensor], path: Path, *, inputs: Sequence[str],

@@ -27,7 +27,7 @@ import numpy as np
 from torch import nn
 
 from presenter.errors import UserError
-from presenter.export.graph import OPSET
+from presenter.export.graph import MAX_OPSET, OPSET
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def export_network(name: str, out_dir: Path, *, opset: int = OPSET, weights: Pat
 
     The graph is traced to a temporary name, checked (onnx.checker, then ONNX Runtime against torch
     on a live-shaped batch of 2), and renamed; meta.json is written the same way after it. Raises
-    UserError for an unknown name, an opset outside [MIN_OPSET, newest], --fp16/--int8 (see
+    UserError for an unknown name, an opset outside [MIN_OPSET, MAX_OPSET], --fp16/--int8 (see
     `precision_refusal`) or an unwritable folder.
     """
     import onnx
@@ -261,9 +261,9 @@ def export_network(name: str, out_dir: Path, *, opset: int = OPSET, weights: Pat
     refusal = precision_refusal(fp16=fp16, int8=int8)
     if refusal:
         raise UserError(refusal)
-    newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= newest:
-        raise UserError(f"--opset {opset}: must be between {MIN_OPSET} and {newest} (this onnx package's newest)")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UserError(f"--opset {opset}: must be between {MIN_OPSET} and {MAX_OPSET} (20 is the newest that "
+                        f"torch's TorchScript ONNX exporter writes)")
     out_dir = _writable_dir(out_dir)
     onnx_path, meta_path = out_dir / f"{name}.onnx", out_dir / f"{name}.meta.json"
     tmp = out_dir / f".{name}.onnx.{os.getpid()}.tmp"

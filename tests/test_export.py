@@ -87,6 +87,8 @@ def test_export_refuses_unknown_model_unwritable_folder_and_fp16(tmp_path: Path,
     assert "--int8: not written" in capsys.readouterr().err
     assert main(["export", "syncformer", "-o", str(tmp_path / "x"), "--opset", "9"]) == 2
     assert "--opset 9" in capsys.readouterr().err
+    assert main(["export", "syncformer", "-o", str(tmp_path / "x"), "--opset", "24"]) == 2
+    assert "--opset 24" in capsys.readouterr().err
     assert not list((tmp_path / "x").glob("*.onnx"))
 
 
