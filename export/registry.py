@@ -262,14 +262,14 @@ def export_network(name: str, out_dir: Path, *, opset: int = OPSET, weights: Pat
     if refusal:
         raise UserError(refusal)
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UserError(f"--opset {opset}: must be between {MIN_OPSET} and {MAX_OPSET} (20 is the newest that "
-                        f"torch's TorchScript ONNX exporter writes)")
+        raise UserError(f"--opset {opset}: must be between {MIN_OPSET} and {MAX_OPSET} ({MAX_OPSET} is the newest "
+                        f"that torch's TorchScript ONNX exporter writes)")
     out_dir = _writable_dir(out_dir)
     onnx_path, meta_path = out_dir / f"{name}.onnx", out_dir / f"{name}.meta.json"
     tmp = out_dir / f".{name}.onnx.{os.getpid()}.tmp"
     tmp_meta = out_dir / f".{name}.meta.json.{os.getpid()}.tmp"
+    module = net.load(weights)                      # first: it says what is wrong with a weights folder
     source_path, source_sha = net.source(weights)
-    module = net.load(weights)
     try:
         net.trace(module, tmp, opset)
         onnx.checker.check_model(str(tmp), full_check=True)
