@@ -57,6 +57,11 @@ def _fill_lost(fitted: list[FittedFace | None]) -> list[FittedFace]:
     return [f if f is not None else fitted[int(near[np.argmin(np.abs(near - i))])] for i, f in enumerate(fitted)]
 
 
+def _scratch_array(scratch: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A uint8 array of `shape` backed by a file in the scratch folder."""
+    return np.lib.format.open_memmap(scratch / f"{name}.npy", "w+", np.uint8, shape)
+
+
 def video_pack(frames: Iterable[np.ndarray], n_frames: int, *, fps: float, size: tuple[int, int],
                scratch: Path, face_index: int = 0, where: str = "the video",
                progress: bool = False) -> tuple[AvatarPack, np.ndarray]:
@@ -67,9 +72,9 @@ def video_pack(frames: Iterable[np.ndarray], n_frames: int, *, fps: float, size:
     from presenter.avatar.create import _references
 
     w, h = size
-    mm = lambda name, shape: np.lib.format.open_memmap(scratch / f"{name}.npy", "w+", np.uint8, shape)  # noqa: E731
-    pixels = mm("frames", (n_frames, h, w, 3))
-    crops, masks = mm("crops", (n_frames, CROP, CROP, 3)), mm("mouth_mask", (n_frames, CROP, CROP))
+    pixels = _scratch_array(scratch, "frames", (n_frames, h, w, 3))
+    crops = _scratch_array(scratch, "crops", (n_frames, CROP, CROP, 3))
+    masks = _scratch_array(scratch, "mouth_mask", (n_frames, CROP, CROP))
     fitted: list[FittedFace | None] = []
     aligns = np.zeros((n_frames, 2, 3), np.float32)
     bar = tqdm(track_faces(frames, fps, face_index=face_index), total=n_frames, desc="tracking the face",

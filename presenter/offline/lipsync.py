@@ -269,6 +269,9 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
     if not opts.face.is_file():
         raise UserError(f"face {opts.face} does not exist")
     info = None if is_image(opts.face) else probe_video(opts.face)       # an unreadable face file fails here
+    if info is None and opts.face_index:
+        raise UserError("--face-index picks a face in a video; a photo's largest face is used: crop the photo "
+                        "to the face you want")
     audio = _soundtrack(opts)
     job = new_payload(secrets.randbits(32))
     # The face (tracking, renderer) is made while the mouth motion is computed: two cores, two stages.

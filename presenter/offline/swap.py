@@ -9,15 +9,12 @@ refuses with what is missing, rather than passing off a mouth-only render as a f
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from presenter.errors import UserError
 from presenter.offline.lipsync import check_output, is_image
 from presenter.offline.media import probe_video
-
-log = logging.getLogger(__name__)
 
 MIN_CONSENT_CHARS = 20     # a statement, not a token: who agreed to what
 
