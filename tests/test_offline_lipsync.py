@@ -106,6 +106,30 @@ def _speech_s() -> float:
     return read_audio(SPEECH).duration_s
 
 
+# --- timing: frames of the output against the driver's poses and the source video ---------------
+
+def test_ping_pong_plays_forwards_then_backwards() -> None:
+    from presenter.offline.lipsync import ping_pong
+
+    assert [ping_pong(t, 4) for t in range(10)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert [ping_pong(t, 1) for t in range(3)] == [0, 0, 0]
+
+
+def test_poses_at_another_frame_rate() -> None:
+    """At 25 fps the driver's poses come out as they are; at 30 fps each output frame takes the poses around
+    its middle, so a ramp stays a ramp (in time) and rest frames stay exactly rest."""
+    from presenter.offline.lipsync import poses_at
+
+    ramp = np.arange(50, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)   # pose k = k
+    np.testing.assert_array_equal(poses_at(ramp, 25.0, 50), ramp)
+    at30 = poses_at(ramp, 30.0, 60)[:, 0]
+    inner = slice(1, -2)
+    expected = (np.arange(60) + 0.5) / 30 * 25 - 0.5                                 # driver frame at each middle
+    np.testing.assert_allclose(at30[inner], expected[inner], atol=1e-5)
+    rest = np.zeros((10, 468, 3), np.float32)
+    assert not poses_at(rest, 29.97, 12).any()
+
+
 # --- a video ------------------------------------------------------------------------------------
 
 def test_dubbed_video_keeps_rate_size_and_carries_the_speech(dubbed_video: Dub) -> None:
@@ -118,10 +142,20 @@ def test_dubbed_video_keeps_rate_size_and_carries_the_speech(dubbed_video: Dub) 
     assert not [p for p in dubbed_video.out.parent.iterdir() if p != dubbed_video.out]   # no temporary left
 
 
-def test_dubbed_video_carries_the_jobs_watermark(dubbed_video: Dub) -> None:
+def test_dubbed_video_carries_the_jobs_watermark(dubbed_video: Dub, tmp_path: Path) -> None:
+    """`presenter verify` finds the job's id in the output, and again after an H.264 re-encode at CRF 28."""
     from presenter.watermark import verify_file
 
     d = verify_file(dubbed_video.out)
+    assert d.found and d.payload is not None and d.payload.run_id == dubbed_video.result.job_id
+    again = tmp_path / "reencoded.mp4"
+    with av.open(str(again), "w") as c:
+        s = c.add_stream("libx264", rate=VIDEO_FPS)
+        s.width, s.height, s.pix_fmt, s.options = VIDEO_PX, VIDEO_PX, "yuv420p", {"crf": "28"}
+        for f in dubbed_video.frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode(None))
+    d = verify_file(again)
     assert d.found and d.payload is not None and d.payload.run_id == dubbed_video.result.job_id
 
 
