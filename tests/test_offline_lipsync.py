@@ -7,6 +7,7 @@ shipped generator draws it (the defaults, as live).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,10 @@ def test_dubbed_video_keeps_rate_size_and_carries_the_speech(dubbed_video: Dub) 
     assert len(dubbed_video.frames) == round(_speech_s() * VIDEO_FPS)
     assert s["audio_s"] == pytest.approx(_speech_s(), abs=0.05)
     assert s["tags"]["title"].startswith("SYNTHETIC") and "presenter" in s["tags"]["comment"]
+    made = json.loads(s["tags"]["description"])
+    assert made["synthetic"] and made["job_id"] == f"{dubbed_video.result.job_id:08x}"
+    assert made["inputs"] == {"face": "idle.mp4", "audio": SPEECH.name}
+    assert made["engine"] == "syncformer" and made["renderer"] == "generator"
     assert not [p for p in dubbed_video.out.parent.iterdir() if p != dubbed_video.out]   # no temporary left
 
 

@@ -20,6 +20,7 @@ closed rest as a SyncFormer's displacements would be; the driver's soundtrack is
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -297,6 +298,15 @@ def _frames_for(audio: Audio, fps: Fraction) -> int:
     return max(1, round(audio.duration_s * float(fps)))
 
 
+def _provenance(opts: LipsyncOptions, motion: _Motion, face: _Face, job_id: int) -> dict:
+    """What made the file, for its metadata: presenter version, job id, the inputs by file name (never a
+    folder: a shared file should not carry the maker's paths), engine and renderer as resolved."""
+    inputs = {k: v.name for k, v in (("face", opts.face), ("audio", opts.audio), ("driver", opts.driver),
+                                     ("style", opts.style)) if v is not None}
+    return {"synthetic": True, "made_by": f"presenter {__version__}", "job_id": f"{job_id:08x}", "inputs": inputs,
+            "engine": motion.engine, "renderer": face.renderer_kind}
+
+
 def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, job_id: int, progress: bool,
             t0: float, cpu0: float) -> LipsyncResult:
     """Draw every output frame, mark it and write the movie."""
@@ -306,7 +316,8 @@ def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, jo
     tags = {"title": f"{SYNTHETIC_TAG} (lip-synced)",
             "comment": f"{SYNTHETIC_TAG} {__version__}: mouth re-animated; mouth: {motion.name}; "
                        f"renderer: {face.renderer.name}; watermark job id {job_id:08x} "
-                       f"(check with 'presenter verify FILE')"}
+                       f"(check with 'presenter verify FILE')",
+            "description": json.dumps(_provenance(opts, motion, face, job_id))}
     lost, t_render = 0, time.monotonic()
     with MovieWriter(opts.output, fps=face.fps, width=face.size[0], height=face.size[1], audio=audio,
                      tags=tags) as out:
