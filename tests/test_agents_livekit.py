@@ -1,10 +1,10 @@
 """PresenterVideoGenerator against LiveKit's own avatar classes, without a LiveKit server.
 
 A LiveKit server (a Go binary, not on PyPI, Debian or npm) cannot run here, so `AvatarRunner`,
-which publishes into a connected room, is not run. `Runner` below does what its two loops do,
-with LiveKit's real parts around our generator: the agent's audio goes through a
-`QueueAudioOutput` (as an AgentSession's output would), `clear_buffer` through its event, and
-what the generator yields goes into an `AVSynchronizer` over native `AudioSource` and
+which publishes into a connected room, is not run. `RoomlessRunner` runs its two loops with
+LiveKit's real parts around our generator: the agent's audio goes through a `QueueAudioOutput`
+(as an AgentSession's output would), `clear_buffer` and the playback notices through its events,
+and what the generator yields goes into an `AVSynchronizer` over native `AudioSource` and
 `VideoSource`, which run room-less. Speech is real read speech (pocketsphinx-testdata) at 24 kHz,
 a common TTS rate, in 20 ms frames. The face uses the loudness driver and the baseline renderer,
 so the checks do not depend on how fast a learned model runs on a busy machine. Behaviour
@@ -23,7 +23,7 @@ pytest.importorskip("livekit.agents", reason="LiveKit Agents is not installed: p
 from livekit import rtc  # noqa: E402
 from livekit.agents.voice.avatar import AudioSegmentEnd, QueueAudioOutput  # noqa: E402
 
-from presenter.agents.livekit import PresenterVideoGenerator  # noqa: E402
+from presenter.agents.livekit import PresenterVideoGenerator, RoomlessRunner  # noqa: E402
 from presenter.audio.io import as_float_mono, read_wav, resample  # noqa: E402
 
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
@@ -57,13 +57,14 @@ def frames_of(samples: np.ndarray) -> list[rtc.AudioFrame]:
 
 
 class Runner:
-    """AvatarRunner's two loops without the room: QueueAudioOutput -> generator.push_audio, and
-    generator -> AVSynchronizer, recording every item the generator yields, in order."""
+    """The generator between LiveKit's QueueAudioOutput and a room-less AVSynchronizer
+    (`RoomlessRunner`: AvatarRunner's loops), recording every item it yields, in order."""
 
     def __init__(self, generator: PresenterVideoGenerator) -> None:
         self.generator = generator
-        self.audio: QueueAudioOutput | None = None       # made in `run`: its channel belongs to the running loop
         self.items: list[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd] = []
+        self.audio: QueueAudioOutput | None = None       # made in `run`: its channel belongs to the running loop
+        self.playback: list[tuple[str, float, bool]] = []  # the agent side's playback events
 
     def count(self, kind: type) -> int:
         return sum(isinstance(it, kind) for it in self.items)
@@ -76,35 +77,10 @@ class Runner:
 
     async def run(self, script: Callable[[Runner], Awaitable[None]]) -> None:
         self.audio = QueueAudioOutput()
-        self.audio.on("clear_buffer", self.generator.clear_buffer)
-        await self.generator.start()
-        opts = self.generator.avatar_options
-        audio_source = rtc.AudioSource(opts.audio_sample_rate, opts.audio_channels, queue_size_ms=100)
-        video_source = rtc.VideoSource(opts.video_width, opts.video_height)
-        av_sync = rtc.AVSynchronizer(audio_source=audio_source, video_source=video_source,
-                                     video_fps=opts.video_fps, video_queue_size_ms=100)
-
-        async def read_audio() -> None:
-            async for frame in self.audio:
-                await self.generator.push_audio(frame)
-
-        async def forward() -> None:
-            async for item in self.generator:
-                self.items.append(item)
-                if not isinstance(item, AudioSegmentEnd):
-                    await av_sync.push(item)
-
-        tasks = [asyncio.create_task(read_audio()), asyncio.create_task(forward())]
-        try:
+        self.audio.on("playback_finished", lambda ev: self.playback.append(
+            ("finished", ev.playback_position, ev.interrupted)))
+        async with RoomlessRunner(self.generator, self.audio, on_item=self.items.append):
             await asyncio.wait_for(script(self), timeout=60)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.generator.aclose()
-            await av_sync.aclose()
-            await audio_source.aclose()
-            await video_source.aclose()
 
 
 async def until(cond: Callable[[], bool], *, limit_s: float = 30.0) -> None:
@@ -183,12 +159,15 @@ def test_speech_becomes_a_25fps_face_with_the_same_audio_and_a_segment_end(face,
     assert np.mean(np.array(moved) > 1.0) > 0.5, moved
     assert len(resting) >= 10 and all(mouth_moved(face, v, index[id(v)]) == 0 for v in resting)
     assert runner.generator.stream is None                                   # closed with the runner
+    # The agent side hears that the segment played whole (AgentSession waits on this).
+    assert runner.playback == [("finished", pytest.approx(len(audio) * 0.04), False)]
 
 
 def test_clear_buffer_returns_to_idle_at_once_and_the_next_utterance_plays(face, speech) -> None:
     """Barge-in (QueueAudioOutput.clear_buffer, as the agent session does it) 10 frames into a 5 s
     utterance: no speech frame and no segment end follow it, the next video frame is the idle loop
-    and so are all after it, at 25 fps; a following 1 s utterance plays and ends."""
+    and so are all after it, at 25 fps; the agent hears it was interrupted after what had played;
+    a following 1 s utterance plays and ends."""
     runner = Runner(PresenterVideoGenerator(pipeline=face))
     marks: dict[str, int] = {}
 
@@ -216,3 +195,6 @@ def test_clear_buffer_returns_to_idle_at_once_and_the_next_utterance_plays(face,
     spoken_next = sum(isinstance(it, rtc.AudioFrame) for it in nxt)
     assert 24 <= spoken_next <= 28                                           # the next 1 s utterance plays
     assert [type(it) for it in nxt].count(AudioSegmentEnd) == 1
+    spoken_before = sum(isinstance(it, rtc.AudioFrame) for it in before)
+    assert runner.playback == [("finished", pytest.approx(spoken_before * 0.04), True),    # the agent hears
+                               ("finished", pytest.approx(spoken_next * 0.04), False)]     # where it was cut

@@ -10,8 +10,9 @@ local mode does:
     avatar = PresenterAvatar(pipeline=load_pipeline("default"))
     await avatar.start(agent_session, room=ctx.room)      # before agent_session.start(...)
 
-or, as a separate avatar worker in the room, `AvatarRunner(room, audio_recv=DataStreamAudioReceiver(room),
-video_gen=generator, options=generator.avatar_options)` beside `DataStreamAudioOutput` in the agent.
+or, as a separate avatar worker in the room, `start_runner(room, generator, DataStreamAudioReceiver(room))`
+beside `DataStreamAudioOutput` in the agent. `RoomlessRunner` runs the same loops with no room
+(self-tests, checks where no LiveKit server runs).
 
 The generator (names as in LiveKit's `VideoGenerator`):
 
@@ -32,8 +33,10 @@ generators; each generator owns its stream and its worker pool.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
 
 import numpy as np
 
@@ -196,3 +199,93 @@ async def start_runner(room: rtc.Room, generator: PresenterVideoGenerator, audio
     runner = AvatarRunner(room, audio_recv=audio, video_gen=generator, options=generator.avatar_options)
     await runner.start()
     return runner
+
+
+class RoomlessRunner:
+    """AvatarRunner's two loops without a room: `audio_recv` (a QueueAudioOutput) into the
+    generator, and the generator's frames into an AVSynchronizer over LiveKit's native
+    AudioSource and VideoSource, which run unpublished; `on_item` sees every item the generator
+    yields, in order. Barge-in and playback notices go through `audio_recv` as AvatarRunner's do.
+    For self-tests and checks where no LiveKit server runs: nothing leaves the process. Make
+    `audio_recv` inside the running loop (LiveKit's channels bind to the loop they are made in).
+
+        async with RoomlessRunner(generator, QueueAudioOutput(), on_item=items.append) as runner:
+            await runner.audio_recv.capture_frame(frame); runner.audio_recv.flush()
+    """
+
+    def __init__(self, generator: PresenterVideoGenerator, audio_recv: AudioReceiver, *,
+                 on_item: Callable[[Output], None] | None = None) -> None:
+        self.generator = generator
+        self.audio_recv = audio_recv
+        self._on_item = on_item or (lambda item: None)
+        self._tasks: list[asyncio.Task] = []
+        self._closers: list[Callable[[], object]] = []
+        self._playing_s = 0.0                          # speech sent since the segment started
+        self._notices: set[asyncio.Task] = set()       # interruption notices under way
+
+    async def start(self) -> None:
+        await self.generator.start()
+        await self.audio_recv.start()
+        self.audio_recv.on("clear_buffer", self._on_clear_buffer)
+        opts = self.generator.avatar_options
+        audio_source = rtc.AudioSource(opts.audio_sample_rate, opts.audio_channels, queue_size_ms=100)
+        video_source = rtc.VideoSource(opts.video_width, opts.video_height)
+        self.av_sync = rtc.AVSynchronizer(audio_source=audio_source, video_source=video_source,
+                                          video_fps=opts.video_fps, video_queue_size_ms=100)
+        self._closers = [self.av_sync.aclose, audio_source.aclose, video_source.aclose]
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read_audio(), name="presenter-livekit-audio"),
+                       loop.create_task(self._forward(), name="presenter-livekit-video")]
+
+    async def _read_audio(self) -> None:
+        async for frame in self.audio_recv:
+            await self.generator.push_audio(frame)
+
+    async def _forward(self) -> None:
+        async for item in self.generator:
+            self._on_item(item)
+            if isinstance(item, AudioSegmentEnd):
+                await _maybe_await(self.audio_recv.notify_playback_finished(self._playing_s, interrupted=False))
+                self._playing_s = 0.0
+                continue
+            await self.av_sync.push(item)
+            if isinstance(item, rtc.AudioFrame):
+                if self._playing_s == 0.0:
+                    await _maybe_await(self.audio_recv.notify_playback_started())
+                self._playing_s += item.duration
+
+    def _on_clear_buffer(self) -> None:
+        self.generator.clear_buffer()
+        if self._playing_s > 0:
+            notice = _maybe_await(self.audio_recv.notify_playback_finished(self._playing_s, interrupted=True))
+            task = asyncio.get_running_loop().create_task(notice)
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
+        self._playing_s = 0.0
+
+    async def aclose(self) -> None:
+        """Stop both loops, the generator and the native sources. Idempotent."""
+        tasks, self._tasks = self._tasks + list(self._notices), []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.audio_recv.off("clear_buffer", self._on_clear_buffer)
+        await self.audio_recv.aclose()
+        await self.generator.aclose()
+        closers, self._closers = self._closers, []
+        for close in closers:
+            await _maybe_await(close())
+
+    async def __aenter__(self) -> RoomlessRunner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+
+async def _maybe_await(result: object) -> None:
+    """LiveKit's receivers answer notices with None or a coroutine."""
+    if asyncio.iscoroutine(result):
+        await result
