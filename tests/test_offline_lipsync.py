@@ -131,6 +131,26 @@ def test_poses_at_another_frame_rate() -> None:
     assert not poses_at(rest, 29.97, 12).any()
 
 
+def test_a_small_face_in_a_wide_frame_is_found(source_video) -> None:
+    """A speaker in a wide shot (the 384 px avatar frame in a 1280x720 frame: its face ~100 px wide) is found
+    and fitted where it is in every frame; MediaPipe alone, on the whole frame, finds none of them."""
+    from presenter.face.landmarker import FaceLandmarker
+    from presenter.offline.faces import track_faces
+
+    frames = []
+    for f in source_video[1][:10]:
+        wide = np.full((720, 1280, 3), 40, np.uint8)
+        wide[300:300 + VIDEO_PX, 800:800 + VIDEO_PX] = f
+        frames.append(wide)
+    with FaceLandmarker("image") as lm:
+        assert not any(lm.detect(f) for f in frames)
+    fitted = [face for _, face in track_faces(frames, VIDEO_FPS)]
+    assert all(f is not None for f in fitted)
+    for f in fitted:
+        x, y = f.verts_px[:, 0], f.verts_px[:, 1]
+        assert 800 < x.min() and x.max() < 800 + VIDEO_PX and 300 < y.min() and y.max() < 300 + VIDEO_PX
+
+
 # --- a video ------------------------------------------------------------------------------------
 
 def test_dubbed_video_keeps_rate_size_and_carries_the_speech(dubbed_video: Dub) -> None:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -21,13 +22,87 @@ from presenter.avatar.pack import AvatarPack
 from presenter.errors import UserError
 from presenter.face.align import align_transform, crop, warp_points
 from presenter.face.fit import FittedFace, fit_points
-from presenter.face.landmarker import FaceLandmarker
+from presenter.face.landmarker import FaceLandmarker, FaceObservation
 from presenter.face.masks import mouth_mask
 from presenter.face.smoothing import OneEuroFilter
 
 log = logging.getLogger(__name__)
 
 CROP = 256                 # the renderers' crop side
+
+
+class FaceFinder:
+    """Faces in the frames of a video, small ones too.
+
+    MediaPipe's detector is short-range: it sees the whole frame at 128 px, so a 130 px face in a
+    1280x720 frame (a speaker in a wide shot) is never found. So each frame is searched where a face
+    is most likely first: around the last face seen (a square ROI_SCALE times its width, scaled to
+    DETECT_PX), else the whole frame, else square windows of the frame's short side and half of it.
+    Landmarks come back in frame pixels. IMAGE mode: each frame stands alone (no tracking lag)."""
+
+    ROI_SCALE = 2.2        # the square searched around the last face, in face widths
+    DETECT_PX = 512        # a searched square is scaled to this side
+
+    def __init__(self, *, face_index: int = 0) -> None:
+        self.face_index = face_index
+        self._lm = FaceLandmarker("image", max_faces=face_index + 1)
+        self._last: tuple[int, int, int] | None = None         # (x0, y0, side) around the last face
+
+    def close(self) -> None:
+        self._lm.close()
+
+    def __enter__(self) -> FaceFinder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def find(self, rgb: np.ndarray) -> FaceObservation | None:
+        """The face_index-th largest face in an RGB frame (H, W, 3), or None."""
+        h, w = rgb.shape[:2]
+        # Another face than the largest is told apart only in the whole frame.
+        boxes = [] if self.face_index or self._last is None else [self._last]
+        boxes += [(0, 0, max(h, w))] + ([] if self.face_index else _windows(h, w))
+        for box in boxes:
+            obs = self._detect(rgb, box)
+            if obs is not None:
+                x, y = obs.landmarks[:, 0], obs.landmarks[:, 1]
+                side = int(self.ROI_SCALE * obs.width_px)
+                self._last = (int((x.min() + x.max() - side) / 2), int((y.min() + y.max() - side) / 2), side)
+                return obs
+        self._last = None
+        return None
+
+    def _detect(self, rgb: np.ndarray, box: tuple[int, int, int]) -> FaceObservation | None:
+        """Search the square (x0, y0, side) of the frame (clipped to it), scaled to DETECT_PX at most... or up."""
+        x0, y0, side = box
+        h, w = rgb.shape[:2]
+        xa, ya, xb, yb = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+        if xb - xa < 32 or yb - ya < 32:
+            return None
+        scale = self.DETECT_PX / max(xb - xa, yb - ya)
+        part = np.ascontiguousarray(rgb[ya:yb, xa:xb])
+        if abs(scale - 1) > 0.05:
+            part = cv2.resize(part, (round((xb - xa) * scale), round((yb - ya) * scale)),
+                              interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        faces = self._lm.detect(part)
+        if len(faces) <= self.face_index:
+            return None
+        obs = faces[self.face_index]
+        pts = obs.landmarks / np.float32(scale)                        # x, y and z (pixels, like x)
+        pts[:, 0] += xa
+        pts[:, 1] += ya
+        return FaceObservation(pts, obs.matrix, obs.blendshapes)
+
+
+def _windows(h: int, w: int) -> list[tuple[int, int, int]]:
+    """Squares of the frame's short side and of half of it, overlapping by half, large ones first."""
+    out = []
+    for side in (min(h, w), min(h, w) // 2):
+        xs = range(0, max(w - side, 0) + 1, max(side // 2, 1))
+        ys = range(0, max(h - side, 0) + 1, max(side // 2, 1))
+        out += [(x, y, side) for y in ys for x in xs]
+    return out
 
 
 def track_faces(frames: Iterable[np.ndarray], fps: float, *, face_index: int = 0,
@@ -38,14 +113,13 @@ def track_faces(frames: Iterable[np.ndarray], fps: float, *, face_index: int = 0
     landmarks (steady crops; it lags fast lip motion by about a frame, so a driver video's mouth
     is read unsmoothed), restarted after frames without a face."""
     smoother = OneEuroFilter()
-    with FaceLandmarker("video", max_faces=face_index + 1) as lm:
-        for i, rgb in enumerate(frames):
-            faces = lm.detect(rgb, timestamp_ms=round(i * 1000 / fps))
-            if len(faces) <= face_index:
+    with FaceFinder(face_index=face_index) as finder:
+        for rgb in frames:
+            obs = finder.find(rgb)
+            if obs is None:
                 smoother.reset()
                 yield rgb, None
                 continue
-            obs = faces[face_index]
             points = smoother(obs.landmarks, 1.0 / fps) if smooth else obs.landmarks
             yield rgb, fit_points(points, obs.matrix)
 
