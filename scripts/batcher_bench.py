@@ -54,7 +54,7 @@ def live_lanes(renderer, frames: list, n: int, seconds: float) -> dict:
     delivered = [0] * n
     cpu0 = time.process_time()
     batcher.start()
-    t0 = time.monotonic() + tick_s                         # the batcher ticks at t0 + k * tick_s
+    t0 = batcher.next_tick(time.monotonic() + tick_s)      # slots on the batcher's tick grid
 
     def session(i: int) -> None:
         j = 0

@@ -173,3 +173,20 @@ def test_rest_pose_cancelled_frame_and_closed_lane(parts: Parts) -> None:
     with pytest.raises(FrameDropped):
         lane.submit(k0, p0)
     assert batcher.tick(gather_s=0).frames == 0 and batcher.lanes == 1
+
+
+def test_ticks_stay_on_one_grid(parts: Parts) -> None:
+    """next_tick gives the ticking batcher's grid t0 + k * tick_s: a session can put its frame clock on it."""
+    from presenter.stream.batcher import CrossSessionBatcher
+
+    batcher = CrossSessionBatcher(parts.renderer, tick_s=0.04)
+    with pytest.raises(RuntimeError, match="start"):
+        batcher.next_tick()
+    batcher.start()
+    try:
+        first = batcher.next_tick()
+        assert batcher.next_tick(first) == first
+        assert batcher.next_tick(first + 1e-4) == pytest.approx(first + 0.04)
+        assert batcher.next_tick(first + 4.0 - 1e-4) == pytest.approx(first + 4.0)
+    finally:
+        batcher.close()

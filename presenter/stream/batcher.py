@@ -27,6 +27,7 @@ frame carries its own avatar's styles.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -152,6 +153,7 @@ class CrossSessionBatcher:
         self._lanes: list[BatchSession] = []
         self._n_lanes = 0
         self._thread: threading.Thread | None = None
+        self._t0 = 0.0                 # time.monotonic() of the first tick (start())
         self._stopping = False
 
     def session(self, renderer: GeneratorRenderer | None = None) -> BatchSession:
@@ -235,23 +237,32 @@ class CrossSessionBatcher:
     # --- the ticking thread ------------------------------------------------------------------
 
     def start(self) -> "CrossSessionBatcher":
-        """Tick every tick_s in a daemon thread until close()."""
+        """Tick at t0 + k * tick_s (t0 = now) in a daemon thread until close()."""
         if self._thread is None:
+            self._t0 = time.monotonic()
             self._thread = threading.Thread(target=self._run, name="presenter-batcher", daemon=True)
             self._thread.start()
         return self
 
+    def next_tick(self, after: float | None = None) -> float:
+        """The time.monotonic() of the first tick at or after `after` (default: now). A session's frame
+        clock should sit on this grid: a frame prepared just before a tick waits least for its batch."""
+        if self._thread is None:
+            raise RuntimeError("the batcher is not ticking: call start() first")
+        after = time.monotonic() if after is None else after
+        return self._t0 + math.ceil((after - self._t0) / self.tick_s) * self.tick_s
+
     def _run(self) -> None:
-        next_tick = time.monotonic()
+        due = self._t0
         while True:
             with self._cv:
-                while not self._stopping and (left := next_tick - time.monotonic()) > 0:
+                while not self._stopping and (left := due - time.monotonic()) > 0:
                     self._cv.wait(left)
                 if self._stopping:
                     return
             self.tick()
-            # a tick that overran starts the next one at once, but missed ticks are not replayed in a burst
-            next_tick = max(next_tick + self.tick_s, time.monotonic())
+            # an overrun skips the ticks it missed (no burst) and keeps the grid the sessions are on
+            due = self.next_tick(max(due + self.tick_s, time.monotonic()))
 
     def close(self) -> None:
         """Stop ticking and drop every queued frame (their callers get FrameDropped)."""
