@@ -250,7 +250,8 @@ class CrossSessionBatcher:
         if self._thread is None:
             raise RuntimeError("the batcher is not ticking: call start() first")
         after = time.monotonic() if after is None else after
-        return self._t0 + math.ceil((after - self._t0) / self.tick_s) * self.tick_s
+        k = math.ceil((after - self._t0) / self.tick_s - 1e-6)     # 1e-6 of a tick: a tick's own time is on it
+        return self._t0 + k * self.tick_s
 
     def _run(self) -> None:
         due = self._t0
