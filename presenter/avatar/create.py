@@ -232,8 +232,10 @@ def _loop_point(frames: np.ndarray, verts: np.ndarray) -> int:
     return lo + int(np.argmin(img_d / (img_d.mean() + 1e-6) + mesh_d / (mesh_d.mean() + 1e-6)))
 
 
-def create_from_video(path: str | Path, out: str | Path, *, attribution: str = "", force: bool = False) -> Path:
-    """A pack from a video of the person: its frames, tracked and smoothed, cut at a seamless loop point."""
+def create_from_video(path: str | Path, out: str | Path, *, attribution: str = "", force: bool = False,
+                      loop: bool = True) -> Path:
+    """A pack from a video of the person: its frames, tracked and smoothed, cut at a seamless loop point
+    (loop=False keeps every tracked frame: footage to learn from, not an idle loop)."""
     path, out = Path(path), Path(out)
     if out.exists() and not force:
         raise UserError(f"output {out} already exists; choose another path or pass --force to replace it")
@@ -252,11 +254,11 @@ def create_from_video(path: str | Path, out: str | Path, *, attribution: str = "
         raise UserError(f"{path}: a face is visible for only {len(fitted) / FPS:.1f} s; "
                         f"at least {MIN_VIDEO_S:.0f} s of one visible face is needed")
     frames = frames[:len(fitted)]
-    end = _loop_point(frames, np.stack([f.verts_px for f in fitted]))
+    end = _loop_point(frames, np.stack([f.verts_px for f in fitted])) if loop else len(frames)
     for n in notes:
         log.warning("%s: %s", path, n)
     return _assemble(frames[:end], fitted[:end], {"kind": "video", **_file_source(path)},
-                     attribution or f"user-supplied video {path.name}", f"video frames 0-{end - 1}, loop point by match",
+                     attribution or f"user-supplied video {path.name}", f"video frames 0-{end - 1}" + (", loop point by match" if loop else ", every tracked frame"),
                      notes, out, force)
 
 

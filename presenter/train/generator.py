@@ -219,10 +219,11 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
           gen_cfg: GeneratorConfig = GeneratorConfig.live(), cfg: TrainConfig = TrainConfig(),
-          threads: int | None = None, progress: bool | None = None) -> Generator:
+          threads: int | None = None, progress: bool | None = None, init: Generator | None = None) -> Generator:
     """Train (or resume from `run/checkpoint.pt`) and return the EMA generator (eval mode).
 
-    progress: show a progress bar (default: when stderr is a terminal).
+    progress: show a progress bar (default: when stderr is a terminal). init: start from these
+    weights (fine-tuning; gen_cfg must be init's config) instead of a random generator.
     """
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
@@ -236,6 +237,8 @@ def train(train_pairs: Dataset, val_pairs: Dataset | None, run: Path, *,
     run.mkdir(parents=True, exist_ok=True)
 
     g, d = Generator(gen_cfg).to(device), PatchDiscriminator(gen_cfg).to(device)
+    if init is not None:
+        g.load_state_dict(init.state_dict())
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas)
     # Lazy R1: scale the D optimiser as in StyleGAN2 so the regulariser's interval does not change the dynamics.

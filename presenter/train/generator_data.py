@@ -434,7 +434,7 @@ class GeneratorPairs(Dataset):
         v = warp_points(verts, m)                       # z scaled with x, y: the normals keep their shape
         guidance = render_guidance(v, self.crop_px)
         mask = self._mask(verts, None if p.lips else open_verts, m) * self._inside(to_window, frame_hw, m)
-        weight = self._weight(v)
+        weight = lip_weight(v, self.crop_px)
         if p.geometry.mirror:
             flip = (np.ascontiguousarray(a[:, ::-1]) for a in (target, guidance, mask, weight))
             target, guidance, mask, weight = flip
@@ -442,8 +442,8 @@ class GeneratorPairs(Dataset):
             guidance[..., 0][cov] = 1.0 - guidance[..., 0][cov]
         if p.reference_geometry.mirror:
             reference = np.ascontiguousarray(reference[:, ::-1])
-        return {"target": _chw(target * 2.0 - 1.0), "guidance": _chw(guidance), "mask": _chw(mask[..., None]),
-                "reference": _chw(reference * 2.0 - 1.0), "weight": _chw(weight[..., None])}
+        return {"target": chw(target * 2.0 - 1.0), "guidance": chw(guidance), "mask": chw(mask[..., None]),
+                "reference": chw(reference * 2.0 - 1.0), "weight": chw(weight[..., None])}
 
     def _warp(self, patch: np.ndarray, geo: Geometry) -> np.ndarray:
         """Cached patch (P, P, 3) -> augmented window (S, S, 3), uint8."""
@@ -474,17 +474,18 @@ class GeneratorPairs(Dataset):
         dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)          # pixels to the nearest outside pixel
         return np.clip(dist / (OUTSIDE_FEATHER_PX + 1), 0.0, 1.0)
 
-    def _weight(self, verts_out: np.ndarray) -> np.ndarray:
-        """1 + LIP_WEIGHT inside the outer-lip polygon grown by LIP_GROW_PX (S, S)."""
-        poly = np.zeros((self.crop_px, self.crop_px), np.uint8)
-        cv2.fillPoly(poly, [np.round(verts_out[list(LIPS_OUTER), :2] * 16).astype(np.int32)], 1,
-                     lineType=cv2.LINE_8, shift=4)
-        grow = 2 * LIP_GROW_PX + 1
-        poly = cv2.dilate(poly, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
-        return 1.0 + LIP_WEIGHT * poly.astype(np.float32)
+def lip_weight(verts_out: np.ndarray, size: int) -> np.ndarray:
+    """Loss weight (size, size): 1 + LIP_WEIGHT inside the outer-lip polygon of verts_out (window px)
+    grown by LIP_GROW_PX."""
+    poly = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(poly, [np.round(verts_out[list(LIPS_OUTER), :2] * 16).astype(np.int32)], 1,
+                 lineType=cv2.LINE_8, shift=4)
+    grow = 2 * LIP_GROW_PX + 1
+    poly = cv2.dilate(poly, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+    return 1.0 + LIP_WEIGHT * poly.astype(np.float32)
 
 
-def _chw(a: np.ndarray) -> torch.Tensor:
+def chw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), np.float32))
 
 
