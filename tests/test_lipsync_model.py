@@ -53,3 +53,17 @@ def test_mouth_rests_in_silence(spoken) -> None:
     quiet = int((first - 0.25) * 25)
     assert quiet > 3
     assert np.abs(disp[:quiet]).max() == 0.0
+
+
+def test_the_onnx_step_drives_the_same_mouth(spoken) -> None:
+    """The live driver's SyncFormer step under ONNX Runtime (the pipeline's default engine) gives the
+    torch module's displacements on the same speech, frame for frame (within 1e-4 cm)."""
+    from presenter.audio.features import torch_encode
+    from presenter.engines.base import open_engine
+
+    audio, _, _, disp = spoken
+    n = len(disp)
+    step = open_engine("syncformer", "onnxruntime", threads=1)
+    fast = run_driver(SyncFormerDriver(load_lipsync(), encode=torch_encode(), lead_frames=0, step=step), audio, n)
+    assert np.abs(disp).max() > 0.3                        # the speech moved the mouth
+    np.testing.assert_allclose(fast, disp, atol=1e-4)

@@ -14,6 +14,8 @@ window, so speech that follows sees a silent past).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
@@ -21,6 +23,9 @@ from presenter.audio.features import Encode, StreamingFeatures, silence_features
 from presenter.audio.vad import Vad
 from presenter.face.canonical import N_VERTICES
 from presenter.models.lipsync import LipSyncModel, load_lipsync
+
+if TYPE_CHECKING:
+    from presenter.engines.base import Engine
 
 REST_SNAP_CM = 0.05        # without VAD, frames whose displacement stays under this are at rest
 SILENCE_MARGIN_S = 0.15    # speech this close before a frame still runs the model (lips close after it)
@@ -42,11 +47,14 @@ class SyncFormerDriver:
 
     def __init__(self, model: LipSyncModel | None = None, *, encode: Encode | None = None,
                  reference: np.ndarray | None = None, skip_silence: bool = True,
-                 lead_frames: int = POSE_LEAD_FRAMES) -> None:
+                 lead_frames: int = POSE_LEAD_FRAMES, step: Engine | None = None) -> None:
         """skip_silence: save the model's work where webrtcvad hears no speech (see the module
         docstring); False runs it on every frame, as offline evaluation does. lead_frames: frame k
-        gets the model's output for frame k + lead_frames (see POSE_LEAD_FRAMES)."""
+        gets the model's output for frame k + lead_frames (see POSE_LEAD_FRAMES). step: the
+        SyncFormer's streaming step on an engine (`open_engine("syncformer")`, ONNX Runtime: 2-5x
+        faster than torch here, docs/performance.md) for this model's weights; None runs the torch module."""
         self.model = model if model is not None else load_lipsync()
+        self._engine = step
         if lead_frames < 0:
             raise ValueError(f"lead_frames must be >= 0, got {lead_frames}")
         self.lead_frames = lead_frames
@@ -139,10 +147,14 @@ class SyncFormerDriver:
         silent = self._silent(np.arange(first, first + k))
         if silent.all():
             return np.zeros((k, N_VERTICES, 3), np.float32)
-        with torch.inference_mode():
-            x = torch.from_numpy(self._window)[None]
-            coeffs = self.model.sync.coefficients(x, self._style)[0, -k:]          # (k, K)
-            disp = (coeffs @ self.model.sync.basis).view(k, N_VERTICES, 3).numpy().copy()
+        if self._engine is not None:
+            out = self._engine.run({"features": self._window[None], "style": self._style.numpy()})
+            disp = out["displacement"][0, -k:].copy()                                 # (k, V, 3)
+        else:
+            with torch.inference_mode():
+                x = torch.from_numpy(self._window)[None]
+                coeffs = self.model.sync.coefficients(x, self._style)[0, -k:]          # (k, K)
+                disp = (coeffs @ self.model.sync.basis).view(k, N_VERTICES, 3).numpy().copy()
         disp[silent] = 0.0
         if not self._skip_silence:     # no VAD: a frame the model puts at rest counts as silence
             disp[np.abs(disp).max(axis=(1, 2)) < REST_SNAP_CM] = 0.0

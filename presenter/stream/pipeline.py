@@ -126,18 +126,20 @@ def _driver(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
             return "baseline", LoudnessDriver
         raise UserError(f"--engine syncformer: no weights in {default_weights_dir()}; "
                         "train them with 'presenter train syncformer' or use --engine baseline")
+    from presenter.engines.base import open_engine
     from presenter.engines.onnxruntime import whisper_encode
     from presenter.models.lipsync import load_lipsync
     from presenter.motion.syncformer_driver import SyncFormerDriver
 
-    model, encode = load_lipsync(), whisper_encode(1)   # shared, read-only: one per process
+    # Shared, read-only: one per process. The step engine is made from the shipped weights, as is model.
+    model, encode, step = load_lipsync(), whisper_encode(1), open_engine("syncformer", "auto", threads=1)
 
     class _Factory:
         name, label, compute_s = SyncFormerDriver.name, SyncFormerDriver.label, SyncFormerDriver.compute_s
         lookahead_s = SyncFormerDriver.lookahead_for(model)
 
         def __call__(self) -> MouthDriver:
-            return SyncFormerDriver(model, encode=encode)
+            return SyncFormerDriver(model, encode=encode, step=step)
 
     return "syncformer", _Factory()
 
