@@ -37,16 +37,19 @@ class FaceFinder:
     MediaPipe's detector is short-range: it sees the whole frame at 128 px, so a 130 px face in a
     1280x720 frame (a speaker in a wide shot) is never found. So each frame is searched where a face
     is most likely first: around the last face seen (a square ROI_SCALE times its width, scaled to
-    DETECT_PX), else the whole frame, else square windows of the frame's short side and half of it.
+    DETECT_PX), else the whole frame, else square windows of the frame's short side and half of it
+    (while no face is seen, every SEARCH_EVERY frames: footage without a face stays cheap).
     Landmarks come back in frame pixels. IMAGE mode: each frame stands alone (no tracking lag)."""
 
     ROI_SCALE = 2.2        # the square searched around the last face, in face widths
     DETECT_PX = 512        # a searched square is scaled to this side
+    SEARCH_EVERY = 12      # while no face is seen, the windows (up to ~20 detections) are searched every this many frames
 
     def __init__(self, *, face_index: int = 0) -> None:
         self.face_index = face_index
         self._lm = FaceLandmarker("image", max_faces=face_index + 1)
         self._last: tuple[int, int, int] | None = None         # (x0, y0, side) around the last face
+        self._since_search = self.SEARCH_EVERY                  # frames since the windows were last searched
 
     def close(self) -> None:
         self._lm.close()
@@ -62,19 +65,29 @@ class FaceFinder:
         h, w = rgb.shape[:2]
         # Another face than the largest is told apart only in the whole frame.
         boxes = [] if self.face_index or self._last is None else [self._last]
-        boxes += [(0, 0, max(h, w))] + ([] if self.face_index else _windows(h, w))
+        obs = self._first(rgb, boxes + [(0, 0, max(h, w))])
+        self._since_search += 1
+        if obs is None and not self.face_index and self._since_search >= self.SEARCH_EVERY:
+            self._since_search = 0
+            obs = self._first(rgb, _windows(h, w))
+        if obs is None:
+            self._last = None
+            return None
+        x, y = obs.landmarks[:, 0], obs.landmarks[:, 1]
+        side = int(self.ROI_SCALE * obs.width_px)
+        self._last = (int((x.min() + x.max() - side) / 2), int((y.min() + y.max() - side) / 2), side)
+        return obs
+
+    def _first(self, rgb: np.ndarray, boxes: list[tuple[int, int, int]]) -> FaceObservation | None:
+        """The face in the first of the squares that shows one, or None."""
         for box in boxes:
             obs = self._detect(rgb, box)
             if obs is not None:
-                x, y = obs.landmarks[:, 0], obs.landmarks[:, 1]
-                side = int(self.ROI_SCALE * obs.width_px)
-                self._last = (int((x.min() + x.max() - side) / 2), int((y.min() + y.max() - side) / 2), side)
                 return obs
-        self._last = None
         return None
 
     def _detect(self, rgb: np.ndarray, box: tuple[int, int, int]) -> FaceObservation | None:
-        """Search the square (x0, y0, side) of the frame (clipped to it), scaled to DETECT_PX at most... or up."""
+        """The face in the square (x0, y0, side) of the frame (clipped to it), scaled up or down to DETECT_PX."""
         x0, y0, side = box
         h, w = rgb.shape[:2]
         xa, ya, xb, yb = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
