@@ -59,6 +59,7 @@ TTS_RATE = 24000                      # the self-test's utterances: a common TTS
 FRAME_S = 0.02                        # 20 ms audio frames in
 UTTERANCE_S = 2.5                     # self-test utterance length
 ENV = ("PRESENTER_AVATAR", "PRESENTER_ENGINE", "PRESENTER_RENDERER")   # options reach the job processes
+LIVEKIT_COMMANDS = ("console", "start", "dev", "connect", "download-files")   # LiveKit's CLI, in livekit-agents 1.8
 
 
 class EspeakTTS(tts.TTS):
@@ -111,6 +112,12 @@ async def entrypoint(ctx: JobContext) -> None:
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    ms = 1000 * np.array(seconds)
+    return {"p50": round(float(np.percentile(ms, 50)), 1), "p95": round(float(np.percentile(ms, 95)), 1),
+            "max": round(float(ms.max()), 1)}
 
 
 async def self_test(face: Pipeline, args: argparse.Namespace) -> dict:
@@ -169,18 +176,11 @@ async def self_test(face: Pipeline, args: argparse.Namespace) -> dict:
                           for k in range(0, len(s16), step)]
                 latencies.append(await say(frames, realtime=mode == "realtime"))
                 await asyncio.sleep(args.gap_s)
-            lat_ms = 1000 * np.array(latencies)
-            out[mode] = {
-                "latency_ms_p50": round(float(np.percentile(lat_ms, 50)), 1),
-                "latency_ms_p95": round(float(np.percentile(lat_ms, 95)), 1),
-                "latency_ms_max": round(float(lat_ms.max()), 1),
-                "cpu_cores": round((cpu_s() - c0) / (time.monotonic() - t0), 3),
-                "speech_s": round(args.utterances * UTTERANCE_S, 1),
-                "wall_s": round(time.monotonic() - t0, 1),
-                "frames": stats.frames - frames0,
-                "reused_frames": stats.reused - reused0,
-                "late_poses_total": stats.late_poses,
-            }
+            wall_s = time.monotonic() - t0
+            out[mode] = {"latency_ms": percentiles_ms(latencies), "cpu_cores": round((cpu_s() - c0) / wall_s, 3),
+                         "speech_s": args.utterances * UTTERANCE_S, "wall_s": round(wall_s, 1),
+                         "frames": stats.frames - frames0, "reused_frames": stats.reused - reused0,
+                         "late_poses_total": stats.late_poses}
         out["av_sync_fps"] = round(runner.av_sync.actual_fps, 2)
     out["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     out["cores"] = os.cpu_count()
@@ -189,8 +189,10 @@ async def self_test(face: Pipeline, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(
+        usage="%(prog)s [options] [--self-test | {" + ",".join(LIVEKIT_COMMANDS) + "} ...]",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Anything else goes to LiveKit's CLI: 'python examples/livekit_agent.py dev --help'.")
+        epilog=f"A LiveKit command ({', '.join(LIVEKIT_COMMANDS)}) and what follows it go to LiveKit's CLI: "
+               "'python examples/livekit_agent.py dev --help'.")
     ap.add_argument("--avatar", default="default", help="avatar pack: 'default' or a folder (default: default)")
     ap.add_argument("--engine", default="auto", help="mouth driver: auto|syncformer|baseline (default: auto)")
     ap.add_argument("--renderer", default="auto", help="renderer: auto|generator|baseline (default: auto)")
@@ -202,7 +204,9 @@ def main() -> None:
     ap.add_argument("--idle-s", type=float, default=5.0, help="self-test idle time measured first, s (default: 5)")
     ap.add_argument("--workers", type=int, default=2, help="worker threads per session (default: 2)")
     ap.add_argument("--json", help="self-test: also write the results to this file")
-    args, rest = ap.parse_known_args()
+    argv = sys.argv[1:]
+    cut = next((i for i, a in enumerate(argv) if a in LIVEKIT_COMMANDS), len(argv))
+    args = ap.parse_args(argv[:cut])
     if args.self_test:
         face = load_pipeline(args.avatar, args.engine, args.renderer)
         text = json.dumps(asyncio.run(self_test(face, args)), indent=2)
@@ -211,7 +215,9 @@ def main() -> None:
             Path(args.json).write_text(text + "\n")
         return
     os.environ.update(zip(ENV, (args.avatar, args.engine, args.renderer)))
-    sys.argv = [sys.argv[0], *rest]
+    if cut == len(argv):
+        ap.error(f"say --self-test or a LiveKit command: {', '.join(LIVEKIT_COMMANDS)}")
+    sys.argv = [sys.argv[0], *argv[cut:]]
     cli.run_app(server)
 
 
