@@ -97,6 +97,48 @@ def _cmd_eval_generator(args: argparse.Namespace) -> None:
         write_json_atomic(args.output, result)
 
 
+def _cmd_eval_report(args: argparse.Namespace) -> None:
+    from presenter.errors import UserError
+    from presenter.offline.report import ENGINES, SUITES, ReportOptions, check_options, parse_names, run_report
+
+    if args.suite is None or args.report_dir is None:
+        raise UserError("presenter eval: give --suite lipsync|image|speed|all and -o REPORT_DIR, or a subcommand "
+                        "(syncformer, generator, live); see presenter eval --help")
+    opts = ReportOptions(args.report_dir, parse_names(args.suite, SUITES, "--suite"),
+                         parse_names(args.engines, tuple(ENGINES), "--engines"), avatar=args.report_avatar,
+                         utterances=args.report_utterances, image_ids=args.image_ids, sequences=args.sequences,
+                         speed_repeats=args.speed_repeats, force=args.force)
+    check_options(opts)
+    sys.stdout.write(json.dumps(opts.resolved(), indent=2) + "\n")
+    if args.report_dry_run:
+        return
+    run_report(opts, progress=sys.stderr.isatty())
+    sys.stdout.write(f"wrote {opts.out / 'report.md'} and {opts.out / 'report.json'}\n")
+
+
+def add_report_arguments(e: argparse.ArgumentParser) -> None:
+    """`presenter eval --suite ...` options (presenter.offline.report); dests apart from the subcommands'."""
+    e.add_argument("--suite", default=None, metavar="SUITES",
+                   help="comma-separated suites: lipsync, image, speed, or all")
+    e.add_argument("--engines", default="all", metavar="ENGINES",
+                   help="comma-separated engines for the lipsync suite: baseline (loudness + warp), syncformer "
+                        "(SyncFormer + warp), generator (SyncFormer + generator), or all")
+    e.add_argument("-o", "--output-dir", dest="report_dir", type=Path, default=None, metavar="REPORT_DIR",
+                   help="report folder to write (report.md, report.json, *.png); must not exist")
+    e.add_argument("--avatar", dest="report_avatar", default="default", metavar="AVATAR",
+                   help="'default' or an avatar pack folder (lipsync and speed suites)")
+    e.add_argument("--utterances", dest="report_utterances", type=int, default=0, metavar="N",
+                   help="held-out real utterances judged by the lipsync suite (0 = all 10, ~35 s of speech)")
+    e.add_argument("--image-ids", type=int, default=8, metavar="N",
+                   help="test identities scored by the image suite (0 = all)")
+    e.add_argument("--sequences", type=Path, default=home() / "mouth-prior-g1" / "sequences",
+                   help="mouth-prior sequences folder for the image suite (presenter data mouth-prior)")
+    e.add_argument("--speed-repeats", type=int, default=20, help="timed calls per stage and per network")
+    e.add_argument("--force", action="store_true", help="replace an existing REPORT_DIR")
+    e.add_argument("--dry-run", dest="report_dry_run", action="store_true",
+                   help="print the resolved options and stop")
+
+
 def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None:
     t = sub.add_parser("train", help="train the networks", formatter_class=formatter)
     tsub = t.add_subparsers(dest="train_command", required=True, metavar="NETWORK")
@@ -154,8 +196,19 @@ def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None
     g.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
     g.set_defaults(func=_cmd_train_generator)
 
-    e = sub.add_parser("eval", help="measure trained networks", formatter_class=formatter)
-    esub = e.add_subparsers(dest="eval_command", required=True, metavar="NETWORK")
+    e = sub.add_parser("eval", help="measure: a report of every suite, or one network or a live call",
+                       formatter_class=formatter,
+                       description="With --suite: run the project's own measures on fixed inputs (held-out real "
+                                   "read speech, held-out GAN test identities) for each engine and write "
+                                   "REPORT_DIR/report.md, report.json and PNG plots (docs/evaluation.md). "
+                                   "With a subcommand: one network or a recorded live call."
+                                   "\n\nExamples:\n  presenter eval --suite all -o report\n"
+                                   "  presenter eval --suite lipsync --engines baseline,syncformer --utterances 3 "
+                                   "-o lips\n  presenter eval --suite image --image-ids 4 -o img --force\n"
+                                   "  presenter eval live --engine baseline")
+    add_report_arguments(e)
+    e.set_defaults(func=_cmd_eval_report)
+    esub = e.add_subparsers(dest="eval_command", required=False, metavar="NETWORK")
     v = esub.add_parser("syncformer", formatter_class=formatter, help="lip-sync metrics on held-out and real speech",
                         description="Lip-vertex error, opening correlation and offset on the corpus's test split; "
                                     "correlation, bilabial closure and offset on real read speech (with the loudness "
