@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -42,6 +43,7 @@ from presenter.motion.base import FPS as DRIVER_FPS, SAMPLE_RATE, MouthDriver, i
 from presenter.offline.media import (SYNTHETIC_TAG, Audio, MovieWriter, VideoInfo, probe_video, read_audio,
                                      read_frames)
 from presenter.render.base import Renderer
+from presenter.stream.pipeline import ENGINES
 from presenter.watermark import Watermark, new_payload
 
 log = logging.getLogger(__name__)
@@ -235,11 +237,18 @@ def _soundtrack(opts: LipsyncOptions) -> Audio:
         return Audio(np.zeros((round(info.n_frames / float(info.fps) * SAMPLE_RATE), 1), np.float32), SAMPLE_RATE)
 
 
-def _audio_motion(opts: LipsyncOptions, audio: Audio, progress: bool) -> _Motion:
-    """--audio: the poses the chosen engine drives from the speech (with --style's speaking style)."""
+@lru_cache(maxsize=len(ENGINES))
+def _drivers(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
+    """The live pipeline's driver factory for an engine, loaded once per process (a batch's rows share the
+    read-only models; each job still gets a fresh driver)."""
     from presenter.stream.pipeline import _driver
 
-    engine, new_driver = _driver(opts.engine)
+    return _driver(engine)
+
+
+def _audio_motion(opts: LipsyncOptions, audio: Audio, progress: bool) -> _Motion:
+    """--audio: the poses the chosen engine drives from the speech (with --style's speaking style)."""
+    engine, new_driver = _drivers(opts.engine)
     driver = new_driver()
     if opts.style is not None:
         if not hasattr(driver, "set_style"):
