@@ -400,3 +400,23 @@ def test_style_of_a_lively_clip_opens_the_mouth_wider_than_a_still_ones(dubbed_s
 def test_style_needs_the_syncformer(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
     _fails(["--face", str(source_video[0]), "--audio", str(SPEECH), "--engine", "baseline", "--style",
             str(source_video[0])], tmp_path / "out.mp4", capsys, "--style", "syncformer")
+
+
+@pytest.mark.slow
+def test_dubbing_a_talking_video_replaces_its_speech(dubbed_still: Dub, tmp_path: Path, one_torch_thread) -> None:
+    """A video of someone already talking (the talking still) dubbed with other speech: the output's mouth
+    follows the new speech's commanded opening, not the mouth the video had."""
+    from presenter.offline.judge import mouth_openings
+    from presenter.offline.lipsync import LipsyncOptions, lipsync, ping_pong
+
+    other = SPEECH.with_name("sense_and_sensibility_01_austen_64kb-0930.wav")
+    out = tmp_path / "redubbed.mp4"
+    result = lipsync(LipsyncOptions(dubbed_still.out, other, out))
+    seen = mouth_openings(_frames(out))
+    before = mouth_openings(dubbed_still.frames[ping_pong(t, len(dubbed_still.frames))] for t in range(len(seen)))
+    commanded = _commanded_opening(result.poses)
+    ok = ~np.isnan(seen) & ~np.isnan(before)
+    r_new = np.corrcoef(seen[ok], commanded[ok])[0, 1]
+    r_old = np.corrcoef(seen[ok], before[ok])[0, 1]
+    print(f"re-dubbed talking video: output opening vs new command r = {r_new:.2f}, vs the video's own r = {r_old:.2f}")
+    assert r_new > 0.6 and r_new > r_old + 0.3, (r_new, r_old)
