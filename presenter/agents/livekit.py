@@ -16,16 +16,17 @@ beside `DataStreamAudioOutput` in the agent. `RoomlessRunner` runs the same loop
 
 The generator (names as in LiveKit's `VideoGenerator`):
 
-    push_audio(rtc.AudioFrame), any rate, mono or stereo  -> pushed into a PresenterStream
-    push_audio(AudioSegmentEnd)                            -> flush: the segment plays out without more audio
-    clear_buffer()                                         -> barge-in: pending speech dropped, the next
-                                                              frame (<= 40 ms) is idle, no speech follows
-    async for item in generator, every 40 ms:              <- rtc.VideoFrame, I420, the idle loop in silence
-                                                    while speaking <- rtc.AudioFrame: the input audio, 48 kHz mono
-                                                              s16, 1920 samples, delayed by the stream's
-                                                              latency, right after the frame it plays with
-                                           after a segment's audio <- AudioSegmentEnd (the runner then
-                                                              reports playback finished to the agent)
+    push_audio(rtc.AudioFrame), any rate, mono or stereo -> pushed into a PresenterStream
+    push_audio(AudioSegmentEnd)                           -> flush: the segment plays out without more audio
+    clear_buffer()                                        -> barge-in: pending speech (and its segment end)
+                                                             dropped; the next frame (<= 40 ms) is idle
+    async for item in generator:
+      every 40 ms                                        <- rtc.VideoFrame, I420, the avatar's size; the
+                                                             idle loop in silence
+      right after it, while speaking                     <- rtc.AudioFrame: the input audio delayed by the
+                                                             stream's latency, 48 kHz mono s16, 1920 samples
+      after a segment's last audio frame                 <- AudioSegmentEnd (the runner then tells the agent
+                                                             that playback finished)
 
 The generator paces itself on the stream's 25 fps clock; the runner's AVSynchronizer paces again
 at the same rate. One `Pipeline` (`presenter.stream.pipeline.load_pipeline`) serves any number of
@@ -42,9 +43,9 @@ import numpy as np
 
 from presenter.agents.session import Playout, PresenterSession
 from presenter.errors import UserError
+from presenter.motion.base import FPS
 from presenter.stream.frames import AUDIO_RATE
 from presenter.stream.pipeline import Pipeline
-from presenter.motion.base import FPS
 from presenter.stream.stream import FRAME_S, OUT_FRAME, PresenterStream, StreamConfig
 
 try:
