@@ -420,3 +420,23 @@ def test_dubbing_a_talking_video_replaces_its_speech(dubbed_still: Dub, tmp_path
     r_old = np.corrcoef(seen[ok], before[ok])[0, 1]
     print(f"re-dubbed talking video: output opening vs new command r = {r_new:.2f}, vs the video's own r = {r_old:.2f}")
     assert r_new > 0.6 and r_new > r_old + 0.3, (r_new, r_old)
+
+
+def test_a_phone_video_is_read_upright(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """Phones store portrait video sideways with a display rotation: frames come out as displayed."""
+    from presenter.offline.media import probe_video, read_frames
+
+    upright = np.ascontiguousarray(astronaut[:, :480])                       # (512, 480): portrait
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 512, 480, "yuv420p"
+        s.set_display_rotation(90)
+        for _ in range(3):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(upright, -1)), format="rgb24")))
+        c.mux(s.encode(None))
+    info = probe_video(path)
+    assert (info.width, info.height, info.n_frames) == (480, 512, 3)
+    frames = list(read_frames(path))
+    assert frames[0].shape == upright.shape
+    assert np.abs(frames[0].astype(int) - upright).mean() < 6

@@ -9,6 +9,7 @@ import fractions
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,12 +86,13 @@ class VideoInfo:
 
 
 def probe_video(path: Path) -> VideoInfo:
-    """Frame rate, size and frame count of a video file (decodes it once). UserError when unreadable."""
+    """Frame rate, size (as displayed: rotation applied) and frame count of a video file (decodes it once).
+    UserError when unreadable."""
     n, size = 0, (0, 0)
     with _open_video(path) as (container, stream):
         try:
             for frame in container.decode(stream):
-                n, size = n + 1, (frame.width, frame.height)
+                n, size = n + 1, (frame.width, frame.height)[::-1 if _quarter_turns(frame) % 2 else 1]
         except av.error.FFmpegError as e:
             raise UserError(f"cannot decode {path}: {e}; is it a complete video file?") from None
         rate = stream.average_rate or stream.guessed_rate
@@ -101,30 +103,25 @@ def probe_video(path: Path) -> VideoInfo:
     return VideoInfo(fractions.Fraction(rate), size[0], size[1], n)
 
 
-class _open_video:
-    """Context manager: (container, its first video stream), or UserError naming the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def __enter__(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-        if not self.path.is_file():
-            raise UserError(f"{self.path} does not exist")
-        try:
-            self.container = av.open(str(self.path))
-        except av.error.FFmpegError as e:
-            raise UserError(f"cannot read {self.path} as an image or a video ({e})") from None
-        if not self.container.streams.video:
-            self.container.close()
-            raise UserError(f"{self.path} has no video stream (audio-only?); give a video or an image of a face")
-        return self.container, self.container.streams.video[0]
-
-    def __exit__(self, *exc: object) -> None:
-        self.container.close()
+@contextmanager
+def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """(container, its first video stream), closed on exit; UserError naming the file when it is none."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise UserError(f"cannot read {path} as an image or a video ({e})") from None
+    with container:
+        if not container.streams.video:
+            raise UserError(f"{path} has no video stream (audio-only?); give a video or an image of a face")
+        yield container, container.streams.video[0]
 
 
 def read_frames(path: Path, limit: int | None = None) -> Iterator[np.ndarray]:
-    """RGB frames (H, W, 3) uint8, contiguous, of a video's first stream; at most `limit` of them."""
+    """RGB frames (H, W, 3) uint8, contiguous and upright (display rotation applied), of a video's first
+    stream; at most `limit` of them."""
     with _open_video(path) as (container, stream):
         stream.thread_type = "AUTO"
         try:
@@ -132,9 +129,15 @@ def read_frames(path: Path, limit: int | None = None) -> Iterator[np.ndarray]:
                 if limit is not None and i >= limit:
                     return
                 # PyAV pads rows at many widths: MediaPipe then silently finds no face (DESIGN.md 6).
-                yield np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+                yield np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame)))
         except av.error.FFmpegError as e:
             raise UserError(f"cannot decode {path}: {e}; is it a complete video file?") from None
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that show a decoded frame upright: phones store portrait video
+    sideways with a display rotation (90 -> one turn)."""
+    return round((frame.rotation or 0) / 90) % 4
 
 
 def metadata(path: Path) -> dict[str, str]:
