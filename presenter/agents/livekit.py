@@ -221,6 +221,8 @@ class RoomlessRunner:
         self._on_item = on_item or (lambda item: None)
         self._tasks: list[asyncio.Task] = []
         self._closers: list[Callable[[], object]] = []
+        self.av_sync: rtc.AVSynchronizer | None = None
+        self._receiving = False                        # a segment's audio came in and has not ended
         self._playing_s = 0.0                          # speech sent since the segment started
         self._notices: set[asyncio.Task] = set()       # interruption notices under way
 
@@ -240,14 +242,16 @@ class RoomlessRunner:
 
     async def _read_audio(self) -> None:
         async for frame in self.audio_recv:
+            self._receiving = self._receiving or isinstance(frame, rtc.AudioFrame)
             await self.generator.push_audio(frame)
 
     async def _forward(self) -> None:
         async for item in self.generator:
             self._on_item(item)
             if isinstance(item, AudioSegmentEnd):
-                await _maybe_await(self.audio_recv.notify_playback_finished(self._playing_s, interrupted=False))
-                self._playing_s = 0.0
+                if self._receiving:
+                    self._receiving, position, self._playing_s = False, self._playing_s, 0.0
+                    await _maybe_await(self.audio_recv.notify_playback_finished(position, interrupted=False))
                 continue
             await self.av_sync.push(item)
             if isinstance(item, rtc.AudioFrame):
@@ -257,12 +261,12 @@ class RoomlessRunner:
 
     def _on_clear_buffer(self) -> None:
         self.generator.clear_buffer()
-        if self._playing_s > 0:
+        if self._receiving:
             notice = _maybe_await(self.audio_recv.notify_playback_finished(self._playing_s, interrupted=True))
             task = asyncio.get_running_loop().create_task(notice)
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
-        self._playing_s = 0.0
+        self._receiving, self._playing_s = False, 0.0
 
     async def aclose(self) -> None:
         """Stop both loops, the generator and the native sources. Idempotent."""
