@@ -321,6 +321,7 @@ def plot_speed(speed: dict[str, Any], lipsync: dict[str, Any] | None, path: Path
     axes[0].barh(range(len(st)), med, xerr=[np.zeros_like(med), np.array([s["p90_ms"] for s in st]) - med])
     axes[0].set_yticks(range(len(st)), [s["stage"] for s in st], fontsize=7)
     axes[0].invert_yaxis()
+    axes[0].set_xscale("log")
     axes[0].set_xlabel("ms per frame (median, whisker to p90)")
     axes[0].set_title("face pipeline stages", fontsize=9)
     nets = list(dict.fromkeys(r["network"] for r in speed["networks"]))
@@ -427,7 +428,7 @@ def speed_markdown(speed: dict[str, Any], lipsync: dict[str, Any] | None) -> lis
              f"(1 min) {load['before']:.2f} before, {load['after']:.2f} after: on a shared machine the times "
              "grow with the load.", "", "| face pipeline stage | median ms | p90 ms |", "|---|---|---|"]
     lines += [f"| {s['stage']} | {s['median_ms']:.2f} | {s['p90_ms']:.2f} |" for s in speed["stages"]]
-    lines += ["", "| network (batch 1) | backend | p50 ms | p95 ms | GFLOP/call | % of in-run matmul |",
+    lines += ["", "| network (batch 1) | backend | p50 ms | p95 ms | GFLOP/call | % of in-run matmul (noisy under load) |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {r['network']} | {r['backend']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['gflop']:.3f} | "
               f"{r['matmul_share']:.0%} |" for r in speed["networks"]]
@@ -445,8 +446,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"presenter {result['version']}, suites {', '.join(result['options']['suites'])}, engines "
              f"{', '.join(result['options']['engines'])}; {m['cpu']}, {m['cores']} cores, load average (1 min) "
              f"{m['load_avg_1m_start']:.2f} at start, {m['load_avg_1m_end']:.2f} at end; {result['wall_s']:.0f} s.",
-             "", "Engines: " + "; ".join(f"{n} = {ENGINE_PARTS[n]}" for n in result["options"]["engines"]) + ".", ""]
+             ""]
     if "lipsync" in result:
+        lines += ["Engines: " + "; ".join(f"{n} = {ENGINE_PARTS[n]}" for n in result["options"]["engines"]) + ".", ""]
         lines += lipsync_markdown(result["lipsync"])
     if "image" in result:
         lines += image_markdown(result["image"])
