@@ -85,6 +85,7 @@ class LiveRun:
     gap_max_ms: float
     reused: int                         # renders that missed their frame (the previous frame sent again)
     late_poses: int                     # frames whose mouth pose was not ready (pose held)
+    degraded: int                       # frames drawn by the renderer's cheaper fallback (renders missed frames)
     underruns: int
     skipped_silence: int
     speaking_frames: int                # frames that showed a moved mouth
@@ -201,7 +202,8 @@ def bench_stream(*, avatar: str = "default", engine: str = "auto", seconds: floa
         audio_s=audio_s, wall_s=float(t[-1] - t[0]), steady_s=wall, frames=len(rows),
         fps=float((len(ts) - 1) / (ts[-1] - ts[0])) if len(ts) > 1 else 0.0,
         gap_p95_ms=float(np.percentile(gaps_ms, 95)), gap_max_ms=float(gaps_ms.max()),
-        reused=stats["reused"], late_poses=stats["late_poses"], underruns=stats["underruns"],
+        reused=stats["reused"], late_poses=stats["late_poses"], degraded=stats["degraded"],
+        underruns=stats["underruns"],
         skipped_silence=stats["skipped_silence"], speaking_frames=sum(r.speaking for r in rows),
         latency_p50_ms=_pct_ms(lat, 50), latency_p95_ms=_pct_ms(lat, 95), av_offset_p50_ms=_pct_ms(av, 50),
         render_p50_ms=_pct_ms(render, 50), render_p95_ms=_pct_ms(render, 95),

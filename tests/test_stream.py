@@ -315,6 +315,79 @@ def test_clock_never_waits_on_a_slow_renderer(baseline_pipeline, pool, speech_wa
     assert all(c.audio.samples == OUT_FRAME for _, c in got)
 
 
+class SlowRendererWithFallback(SlowRenderer):
+    """A renderer slowed to 150 ms per frame that offers a cheaper fallback, the real baseline
+    renderer (as the generator offers the baseline warp)."""
+
+    def render(self, index, mouth):
+        if mouth is not None:
+            time.sleep(0.15)
+        return self.inner.render(index, mouth)
+
+    @property
+    def fallback(self):
+        return self.inner
+
+
+def test_overload_switches_to_the_cheaper_renderer_and_back(baseline_pipeline, pool, speech_wav) -> None:
+    """Renders that keep missing their frames hand the next frames to the renderer's fallback
+    (counted in stats.degraded): the mouth keeps moving instead of freezing on a reused frame.
+    After the hold the full renderer is tried again."""
+    p = baseline_pipeline
+    cfg = StreamConfig(degrade_misses=3, degrade_hold_frames=30)
+    stream = PresenterStream(SlowRendererWithFallback(p.renderer), p.new_driver(), idle=p.idle, pool=pool,
+                             config=cfg)
+    x = np.tile(speech_wav.samples[int(0.9 * 48000):int(1.5 * 48000)], 6)
+
+    async def feed() -> None:
+        stream.push_audio(x, speech_wav.rate)
+        stream.flush()
+
+    got = asyncio.run(_collect(stream, 90, feed))
+    speaking = [c for _, c in got if c.pose is not None]
+    assert len(speaking) > 60
+    cheap = [c for c in speaking if c.degraded]
+    assert stream.stats.degraded == len(cheap) >= 30        # at least one hold of 30 frames
+    # The full renderer was tried again after a hold: a full render follows a degraded frame.
+    flags = [c.degraded for c in speaking]
+    assert any(a and not b for a, b in zip(flags, flags[1:]))
+    # The slow renderer draws at most one frame in four (150 ms each); the fallback draws more.
+    drawn = lambda cs: sum(c.render_s is not None for c in cs) / max(1, len(cs))   # noqa: E731
+    full = [c for c in speaking if not c.degraded]
+    assert drawn(full) <= 0.35 and drawn(cheap) > drawn(full), (drawn(cheap), drawn(full), stream.stats)
+
+
+def test_degrade_policy_trips_on_misses_holds_and_retries() -> None:
+    """The policy alone: renders on time never trip it; `misses` misses within the window trip it
+    for `hold` frames (misses during the hold do not extend it); after the hold the full renderer
+    is tried again and needs fresh misses to trip; misses=0 never trips."""
+    from presenter.stream.stream import DEGRADE_WINDOW, _Degrade
+
+    d = _Degrade(misses=3, hold=10)
+    for n in range(100):
+        d.note(n, False)
+        assert not d.active(n + 1)
+    d.note(100, True)
+    d.note(101, True)
+    assert not d.active(102)
+    d.note(102, True)
+    assert all(d.active(n) for n in range(103, 112)) and not d.active(112)
+    for n in range(103, 112):
+        d.note(n, True)                                    # ignored while degraded
+    assert not d.active(112)
+    d.note(112, True)
+    d.note(113, True)
+    assert not d.active(114)                               # the window started afresh
+    spread = _Degrade(misses=3, hold=10)
+    for n in range(3 * DEGRADE_WINDOW):                    # one miss per window never trips
+        spread.note(n, n % DEGRADE_WINDOW == 0)
+    assert not any(spread.active(n) for n in range(4 * DEGRADE_WINDOW))
+    never = _Degrade(misses=0, hold=10)
+    for n in range(50):
+        never.note(n, True)
+    assert not never.active(50)
+
+
 def test_yuv_conversion_matches_libswscale(astronaut: np.ndarray) -> None:
     """Our fast RGB -> yuv420p (OpenCV) agrees with FFmpeg's libswscale, the reference converter:
     the same luma, and chroma within a level or two."""

@@ -124,6 +124,10 @@
         // the server held back some silence because mouth poses came late (a busy CPU)
         text += ` · +${Math.round(1000 * st.extra_delay_s)} ms for late mouth poses`;
       }
+      if (st.degraded > 0) {
+        // renders missed their frames, so some frames were drawn by the cheaper warp renderer
+        text += ` · ${st.degraded} frames by the cheaper renderer (busy CPU)`;
+      }
       if (window.presenterProbe && window.presenterProbe.median() !== null) {
         text += ` · measured mic→screen ${Math.round(window.presenterProbe.median())} ms`;
       }

@@ -147,6 +147,12 @@ class GeneratorRenderer:
         path = cached_export("generator", digest.hexdigest()[:12], lambda p: export_generator_onnx(self.model, p))
         return session(path, threads)
 
+    @property
+    def fallback(self) -> WarpBaselineRenderer:
+        """The cheaper renderer a live stream switches to while renders miss their frames: the
+        baseline warp with its drawn mouth (about half the CPU), on the same pack."""
+        return self._warp
+
     def paint_mask(self, verts: np.ndarray) -> np.ndarray:
         """The paint mask (S, S) float32 of a posed mesh (V, 3) in crop px: its lips mask in the window, tapered."""
         return lips_mask(to_mouth_window(verts), WINDOW) * self._taper

@@ -25,6 +25,9 @@ class Metrics:
                                      registry=r)
         self.frames_dropped = Counter("presenter_frames_dropped",
                                       "Frames dropped because a peer's sender fell behind", registry=r)
+        self.frames_degraded = Counter("presenter_frames_degraded",
+                                       "Frames drawn by the cheaper fallback renderer because renders missed their "
+                                       "frames (overload)", registry=r)
         self.poses_late = Counter("presenter_poses_late", "Frames whose mouth pose was not ready (pose held)",
                                   registry=r)
         self.audio_underruns = Counter("presenter_audio_underruns", "Playback ran out of input audio", registry=r)
@@ -61,6 +64,7 @@ class Metrics:
     def observe_stats(self, before: StreamStats, after: StreamStats) -> None:
         """Count what a stream's cumulative stats gained since `before`."""
         self.poses_late.inc(after.late_poses - before.late_poses)
+        self.frames_degraded.inc(after.degraded - before.degraded)
         self.audio_underruns.inc(after.underruns - before.underruns)
         self.silence_skipped.inc((after.skipped_silence - before.skipped_silence) * FRAME_S)
         self.silence_held.inc((after.held_silence - before.held_silence) * FRAME_S)

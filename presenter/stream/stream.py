@@ -70,6 +70,9 @@ class StreamConfig:
     live_slack_s: float = 0.02   # delay above buffer_s tolerated before silence is skipped
     max_extra_s: float = 0.08    # live: most delay added to buffer_s while poses come late (see _plan)
     extra_decay_frames: int = 250  # live: on-time spoken frames after which one frame of it is given back
+    degrade_misses: int = 3      # renders that miss their frame, among the last DEGRADE_WINDOW tried, that
+                                 # switch to the renderer's cheaper `fallback` (0 = never)
+    degrade_hold_frames: int = 250  # frames drawn by the fallback before the full renderer is tried again
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.render_lead_s < FRAME_S:
@@ -90,6 +93,7 @@ class StreamChunk:
     render_s: float | None          # renderer + label + colour conversion time, when rendered
     latency_s: float | None         # how long the audio in this chunk waited since push_audio, when speaking
     av_offset_s: float              # pose time minus audio time (> 0: the lips show later speech); 0 when on time
+    degraded: bool = False          # its render went to the renderer's cheaper fallback (overload, see _Degrade)
 
 
 @dataclass
@@ -105,6 +109,36 @@ class StreamStats:
     pending_s: float = 0.0          # audio pushed and not yet played
     driven_s: float = 0.0           # audio fed through the mouth driver so far
     latency_s: float | None = None  # recent delay of the played audio since push_audio (smoothed)
+    degraded: int = 0               # frames drawn by the renderer's cheaper fallback (overload)
+
+
+DEGRADE_WINDOW = 25                            # render attempts looked back on by _Degrade
+
+
+class _Degrade:
+    """Sheds render cost under overload: when `misses` of the last DEGRADE_WINDOW render attempts
+    missed their frame (the frame was sent again), the next `hold` frames are drawn by the
+    renderer's cheaper fallback (the generator's: the baseline warp, about half the CPU); then the
+    full renderer is tried again. A machine that keeps up never sees the fallback."""
+
+    def __init__(self, misses: int, hold: int) -> None:
+        self.misses, self.hold = misses, hold
+        self._recent: collections.deque[bool] = collections.deque(maxlen=DEGRADE_WINDOW)
+        self._until = -1                          # frames before this one use the fallback
+
+    def active(self, n: int) -> bool:
+        return n < self._until
+
+    def note(self, n: int, missed: bool) -> None:
+        """A render was tried for frame n; missed: it was not ready in time."""
+        if self.misses <= 0 or self.active(n):
+            return
+        self._recent.append(missed)
+        if sum(self._recent) >= self.misses:
+            self._until = n + self.hold
+            self._recent.clear()
+            log.warning("renders are missing their frames (%d of the last %d): the next %d frames use the "
+                        "cheaper renderer", self.misses, DEGRADE_WINDOW, self.hold)
 
 
 @dataclass
@@ -198,6 +232,9 @@ class PresenterStream:
         self._speech: list[_Item] = []                # 16 kHz audio and flush markers for the driver
         self._speech_wake = asyncio.Event()
         self._reset_driver = False
+        self._fallback: Renderer | None = getattr(renderer, "fallback", None)
+        self._degrade = _Degrade(config.degrade_misses if self._fallback is not None else 0,
+                                 config.degrade_hold_frames)
         # Owned by the ingest stage.
         self._rs48 = StreamResampler(PLAYBACK_RATE)
         self._rs16 = StreamResampler(ANALYSIS_RATE)
@@ -401,9 +438,9 @@ class PresenterStream:
             self._poses.popleft()
             self._poses_base += 1
 
-    def _render(self, index: int, pose: np.ndarray) -> tuple[np.ndarray, float]:
+    def _render(self, index: int, pose: np.ndarray, renderer: Renderer) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
-        yuv = self.idle.compose(self.renderer.render(index, pose))
+        yuv = self.idle.compose(renderer.render(index, pose))
         return yuv, time.perf_counter() - t0
 
     def __aiter__(self) -> AsyncIterator[StreamChunk]:
@@ -426,9 +463,12 @@ class PresenterStream:
                 if self._closed:
                     break
                 plan = self._plan(due)
-                job = None
+                job, cheap = None, False
                 if plan.pose is not None and (late is None or late.done()):
-                    job = loop.run_in_executor(self._pool, self._render, n, plan.pose)
+                    cheap = self._degrade.active(n)
+                    self.stats.degraded += cheap
+                    job = loop.run_in_executor(self._pool, self._render, n, plan.pose,
+                                               self._fallback if cheap else self.renderer)
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 yuv, reused, render_s = self.idle.yuv(n), False, None
                 if plan.generation != self._generation:      # interrupted since planning
@@ -438,7 +478,9 @@ class PresenterStream:
                 elif plan.pose is not None and job is None:  # the last render is still running: skip this one
                     yuv, reused = last_yuv, True
                     self.stats.reused += 1
+                    self._degrade.note(n, True)
                 elif job is not None:
+                    self._degrade.note(n, not job.done())
                     if job.done() and job.exception() is None:
                         yuv, render_s = job.result()
                         self._on_stage("render", render_s)
@@ -457,7 +499,7 @@ class PresenterStream:
                 self.stats.frames += 1
                 self.stats.pending_s = self._pending_s()
                 yield StreamChunk(n, video_frame(yuv, n, FPS), audio_frame(plan.audio, n), plan.pose, reused,
-                                  render_s, plan.latency_s, plan.av_offset_s)
+                                  render_s, plan.latency_s, plan.av_offset_s, cheap)
                 n += 1
         finally:
             self._iterating = False
