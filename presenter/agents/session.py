@@ -1,7 +1,7 @@
 """What the voice-agent adapters (Pipecat, LiveKit Agents) share: one presenter session and the
 ledger of speech pushed against speech played.
 
-    session = PresenterSession(pipeline=None, workers=2)        # the adapters' defaults
+    session = PresenterSession(pipeline=None, workers=2)    # the adapters' defaults
     stream = await session.open()                           # loads the pipeline if none was given
     ...
     await session.close()
@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 from presenter.errors import UserError
 from presenter.stream.pipeline import Pipeline, load_pipeline
 from presenter.stream.stream import PresenterStream, StreamConfig
-
-log = logging.getLogger(__name__)
 
 PLAYED_SLACK_S = 0.001                # speech counted as played (rounding: 22,050 Hz in, 48 kHz out)
 
