@@ -151,6 +151,20 @@ def test_a_small_face_in_a_wide_frame_is_found(source_video) -> None:
         assert 800 < x.min() and x.max() < 800 + VIDEO_PX and 300 < y.min() and y.max() < 300 + VIDEO_PX
 
 
+def test_face_index_picks_a_face_by_size_and_follows_it(astronaut: np.ndarray, hopper: np.ndarray) -> None:
+    """Two people side by side: face 0 is the wider, face 1 the other, each found in every frame."""
+    from presenter.offline.faces import FaceFinder
+
+    frame = np.full((512, 900, 3), 50, np.uint8)
+    frame[:, :512] = astronaut                                              # face ~130 px wide
+    frame[56:456, 530:870] = cv2.resize(hopper, (340, 400))                 # a close-up: a wider face
+    for index, (lo, hi) in ((0, (530, 870)), (1, (0, 512))):
+        with FaceFinder(face_index=index) as finder:
+            for _ in range(3):
+                x = finder.find(frame).landmarks[:, 0]
+                assert lo < x.min() and x.max() < hi, (index, x.min(), x.max())
+
+
 # --- a video ------------------------------------------------------------------------------------
 
 def test_dubbed_video_keeps_rate_size_and_carries_the_speech(dubbed_video: Dub) -> None:

@@ -32,13 +32,15 @@ CROP = 256                 # the renderers' crop side
 
 
 class FaceFinder:
-    """Faces in the frames of a video, small ones too.
+    """Faces in the frames of a video, small ones too, each followed from frame to frame.
 
     MediaPipe's detector is short-range: it sees the whole frame at 128 px, so a 130 px face in a
-    1280x720 frame (a speaker in a wide shot) is never found. So each frame is searched where a face
-    is most likely first: around the last face seen (a square ROI_SCALE times its width, scaled to
-    DETECT_PX), else the whole frame, else square windows of the frame's short side and half of it
-    (while no face is seen, every SEARCH_EVERY frames: footage without a face stays cheap).
+    1280x720 frame (a speaker in a wide shot) is never found there. So a face, once found, is looked
+    for around where it was (a square ROI_SCALE times its width, scaled to DETECT_PX: small faces
+    are seen large; the face nearest the square's middle is the same face). A face is found in the
+    first place in the whole frame, then, when that shows fewer than face_index + 1 faces, in square
+    windows of the frame's short side and half of it (while no face is seen, every SEARCH_EVERY
+    frames: footage without a face stays cheap); faces are ranked by width there, largest first.
     Landmarks come back in frame pixels. IMAGE mode: each frame stands alone (no tracking lag)."""
 
     ROI_SCALE = 2.2        # the square searched around the last face, in face widths
@@ -47,8 +49,8 @@ class FaceFinder:
 
     def __init__(self, *, face_index: int = 0) -> None:
         self.face_index = face_index
-        self._lm = FaceLandmarker("image", max_faces=face_index + 1)
-        self._last: tuple[int, int, int] | None = None         # (x0, y0, side) around the last face
+        self._lm = FaceLandmarker("image", max_faces=face_index + 2)
+        self._last: tuple[int, int, int] | None = None         # (x0, y0, side) around the face followed
         self._since_search = self.SEARCH_EVERY                  # frames since the windows were last searched
 
     def close(self) -> None:
@@ -61,51 +63,67 @@ class FaceFinder:
         self.close()
 
     def find(self, rgb: np.ndarray) -> FaceObservation | None:
-        """The face_index-th largest face in an RGB frame (H, W, 3), or None."""
+        """The face followed (at first: the face_index-th largest) in an RGB frame (H, W, 3), or None."""
+        if self._last is not None:
+            x0, y0, side = self._last
+            near = self._detect(rgb, self._last)
+            if near:
+                mid = np.array([x0 + side / 2, y0 + side / 2])
+                return self._follow(min(near, key=lambda f: np.linalg.norm(_centre(f) - mid)))
         h, w = rgb.shape[:2]
-        # Another face than the largest is told apart only in the whole frame.
-        boxes = [] if self.face_index or self._last is None else [self._last]
-        obs = self._first(rgb, boxes + [(0, 0, max(h, w))])
+        faces = self._detect(rgb, (0, 0, max(h, w)))
         self._since_search += 1
-        if obs is None and not self.face_index and self._since_search >= self.SEARCH_EVERY:
+        if len(faces) <= self.face_index and self._since_search >= self.SEARCH_EVERY:
             self._since_search = 0
-            obs = self._first(rgb, _windows(h, w))
-        if obs is None:
+            for box in _windows(h, w):
+                faces = _merge(faces, self._detect(rgb, box))
+                if len(faces) > self.face_index:
+                    break
+        if len(faces) <= self.face_index:
             self._last = None
             return None
-        x, y = obs.landmarks[:, 0], obs.landmarks[:, 1]
+        return self._follow(sorted(faces, key=lambda f: -f.width_px)[self.face_index])
+
+    def _follow(self, obs: FaceObservation) -> FaceObservation:
         side = int(self.ROI_SCALE * obs.width_px)
-        self._last = (int((x.min() + x.max() - side) / 2), int((y.min() + y.max() - side) / 2), side)
+        cx, cy = _centre(obs)
+        self._last = (int(cx - side / 2), int(cy - side / 2), side)
         return obs
 
-    def _first(self, rgb: np.ndarray, boxes: list[tuple[int, int, int]]) -> FaceObservation | None:
-        """The face in the first of the squares that shows one, or None."""
-        for box in boxes:
-            obs = self._detect(rgb, box)
-            if obs is not None:
-                return obs
-        return None
-
-    def _detect(self, rgb: np.ndarray, box: tuple[int, int, int]) -> FaceObservation | None:
-        """The face in the square (x0, y0, side) of the frame (clipped to it), scaled up or down to DETECT_PX."""
+    def _detect(self, rgb: np.ndarray, box: tuple[int, int, int]) -> list[FaceObservation]:
+        """Faces in the square (x0, y0, side) of the frame (clipped to it), scaled up or down to DETECT_PX."""
         x0, y0, side = box
         h, w = rgb.shape[:2]
         xa, ya, xb, yb = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
         if xb - xa < 32 or yb - ya < 32:
-            return None
+            return []
         scale = self.DETECT_PX / max(xb - xa, yb - ya)
         part = np.ascontiguousarray(rgb[ya:yb, xa:xb])
         if abs(scale - 1) > 0.05:
             part = cv2.resize(part, (round((xb - xa) * scale), round((yb - ya) * scale)),
                               interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        faces = self._lm.detect(part)
-        if len(faces) <= self.face_index:
-            return None
-        obs = faces[self.face_index]
-        pts = obs.landmarks / np.float32(scale)                        # x, y and z (pixels, like x)
-        pts[:, 0] += xa
-        pts[:, 1] += ya
-        return FaceObservation(pts, obs.matrix, obs.blendshapes)
+        out = []
+        for obs in self._lm.detect(part):
+            pts = obs.landmarks / np.float32(scale)                    # x, y and z (pixels, like x)
+            pts[:, 0] += xa
+            pts[:, 1] += ya
+            out.append(FaceObservation(pts, obs.matrix, obs.blendshapes))
+        return out
+
+
+def _centre(face: FaceObservation) -> np.ndarray:
+    """(2,) the middle of a face's landmarks' box, pixels."""
+    p = face.landmarks[:, :2]
+    return (p.min(0) + p.max(0)) / 2
+
+
+def _merge(faces: list[FaceObservation], more: list[FaceObservation]) -> list[FaceObservation]:
+    """faces and those of `more` that are not one of them (centres closer than half a face width are one)."""
+    out = list(faces)
+    for f in more:
+        if all(np.linalg.norm(_centre(f) - _centre(g)) > 0.5 * max(f.width_px, g.width_px) for g in out):
+            out.append(f)
+    return out
 
 
 def _windows(h: int, w: int) -> list[tuple[int, int, int]]:
@@ -122,7 +140,7 @@ def track_faces(frames: Iterable[np.ndarray], fps: float, *, face_index: int = 0
                 smooth: bool = True) -> Iterator[tuple[np.ndarray, FittedFace | None]]:
     """(frame, its fitted face or None where no face is seen) for each RGB frame (H, W, 3) of a video.
 
-    face_index: 0 the largest face in each frame, 1 the next... smooth: a One-Euro filter on the
+    face_index: 0 the largest face when first seen, 1 the next... (then that face is followed). smooth: a One-Euro filter on the
     landmarks (steady crops; it lags fast lip motion by about a frame, so a driver video's mouth
     is read unsmoothed), restarted after frames without a face."""
     smoother = OneEuroFilter()
