@@ -105,7 +105,8 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
                    help="face renderer: auto = the trained generator when its weights are installed, "
                         "else the baseline warp renderer")
     p.add_argument("--face-index", type=int, default=0,
-                   help="which face when there are several: 0 = the largest in each frame, 1 = the next, ...")
+                   help="which face when there are several: 0 = the largest where first seen, 1 = the next, ...; "
+                        "that face is then followed")
     p.add_argument("--style", type=Path, default=None,
                    help="a talking clip (video) whose speaking style (amplitude, articulation) the SyncFormer "
                         "takes; default: the SyncFormer's own style")

@@ -59,7 +59,7 @@ class LipsyncOptions:
     driver: Path | None = None       # instead of audio: a talking-face video whose mouth motion is followed
     engine: str = "auto"             # mouth driver, as the server's --engine
     renderer: str = "auto"           # face renderer, as the server's --renderer
-    face_index: int = 0              # 0: the largest face in the frame, 1: the next...
+    face_index: int = 0              # 0: the largest face where first seen, 1: the next... (then followed)
     style: Path | None = None        # reference talking clip whose speaking style the SyncFormer takes
     force: bool = False              # replace an existing output
 
