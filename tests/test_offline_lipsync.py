@@ -454,3 +454,14 @@ def test_a_phone_video_is_read_upright(tmp_path: Path, astronaut: np.ndarray) ->
     frames = list(read_frames(path))
     assert frames[0].shape == upright.shape
     assert np.abs(frames[0].astype(int) - upright).mean() < 6
+
+
+def test_driver_video_without_a_face(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
+    _write_video(tmp_path / "wall.mp4", [np.full((128, 128, 3), 60 + i, np.uint8) for i in range(30)], 25)
+    _fails(["--face", str(source_video[0]), "--driver", str(tmp_path / "wall.mp4")], tmp_path / "out.mp4", capsys,
+           "driver video", "a face is seen in 0 frames")
+
+
+def test_audio_and_driver_together_are_refused(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
+    _fails(["--face", str(source_video[0]), "--audio", str(SPEECH), "--driver", str(source_video[0])],
+           tmp_path / "out.mp4", capsys, "exactly one of --audio")
