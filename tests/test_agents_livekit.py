@@ -1,8 +1,9 @@
 """PresenterVideoGenerator against LiveKit's own avatar classes, without a LiveKit server.
 
-A LiveKit server (a Go binary, not on PyPI, Debian or npm) cannot run here, so `AvatarRunner`,
-which publishes into a connected room, is not run. `RoomlessRunner` runs its two loops with
-LiveKit's real parts around our generator: the agent's audio goes through a `QueueAudioOutput`
+A LiveKit server (a Go binary, not on PyPI, Debian or npm) cannot run here, so no room is joined
+and nothing is published. LiveKit's `AvatarRunner` runs only as far as it can in an unconnected
+room (it reads the agent's audio into the generator; its video loop waits for the connection).
+`RoomlessRunner` runs the runner's two loops with LiveKit's real parts around our generator: the agent's audio goes through a `QueueAudioOutput`
 (as an AgentSession's output would), `clear_buffer` and the playback notices through its events,
 and what the generator yields goes into an `AVSynchronizer` over native `AudioSource` and
 `VideoSource`, which run room-less. Speech is real read speech (pocketsphinx-testdata) at 24 kHz,
@@ -198,3 +199,31 @@ def test_clear_buffer_returns_to_idle_at_once_and_the_next_utterance_plays(face,
     spoken_before = sum(isinstance(it, rtc.AudioFrame) for it in before)
     assert runner.playback == [("finished", pytest.approx(spoken_before * 0.04), True),    # the agent hears
                                ("finished", pytest.approx(spoken_next * 0.04), False)]     # where it was cut
+
+
+def test_presenter_avatar_feeds_the_agent_sessions_audio_through_livekits_avatar_runner(face, speech) -> None:
+    """PresenterAvatar.start in an AgentSession: the session's audio output becomes a QueueAudioOutput
+    read by LiveKit's own AvatarRunner, whose reading loop feeds the speech to our generator (the
+    mouth driver is fed). The room is a real rtc.Room that is never connected (no server here), so
+    the runner publishes nothing and its video loop waits for the connection; aclose ends it all."""
+    from livekit.agents import AgentSession
+    from livekit.agents.voice.avatar import AvatarRunner
+
+    from presenter.agents.livekit import PresenterAvatar
+
+    async def main() -> tuple[object, object, float, object]:
+        session, avatar = AgentSession(), PresenterAvatar(pipeline=face)
+        await avatar.start(session, rtc.Room())
+        output, runner = session.output.audio, avatar.runner
+        for frame in frames_of(speech[:TTS_RATE]):
+            await output.capture_frame(frame)
+        output.flush()
+        await until(lambda: avatar.generator.stream.stats.driven_s >= 0.5)
+        driven_s = avatar.generator.stream.stats.driven_s
+        await avatar.aclose()
+        return output, runner, driven_s, avatar.generator.stream
+
+    output, runner, driven_s, stream_after = asyncio.run(main())
+    assert isinstance(output, QueueAudioOutput) and isinstance(runner, AvatarRunner)
+    assert driven_s >= 0.5
+    assert stream_after is None
