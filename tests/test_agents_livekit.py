@@ -3,13 +3,13 @@
 A LiveKit server (a Go binary, not on PyPI, Debian or npm) cannot run here, so no room is joined
 and nothing is published. LiveKit's `AvatarRunner` runs only as far as it can in an unconnected
 room (it reads the agent's audio into the generator; its video loop waits for the connection).
-`RoomlessRunner` runs the runner's two loops with LiveKit's real parts around our generator: the agent's audio goes through a `QueueAudioOutput`
-(as an AgentSession's output would), `clear_buffer` and the playback notices through its events,
-and what the generator yields goes into an `AVSynchronizer` over native `AudioSource` and
-`VideoSource`, which run room-less. Speech is real read speech (pocketsphinx-testdata) at 24 kHz,
-a common TTS rate, in 20 ms frames. The face uses the loudness driver and the baseline renderer,
-so the checks do not depend on how fast a learned model runs on a busy machine. Behaviour
-only: no wall-clock asserts."""
+`RoomlessRunner` runs the runner's two loops with LiveKit's real parts around our generator:
+the agent's audio goes through a `QueueAudioOutput` (as an AgentSession's output would),
+`clear_buffer` and the playback notices through its events, and what the generator yields goes
+into an `AVSynchronizer` over native `AudioSource` and `VideoSource`, which run room-less.
+Speech is real read speech (pocketsphinx-testdata) at 24 kHz, a common TTS rate, in 20 ms
+frames. The face uses the loudness driver and the baseline renderer, so the checks do not
+depend on how fast a learned model runs on a busy machine. Behaviour only: no wall-clock asserts."""
 from __future__ import annotations
 
 import asyncio
