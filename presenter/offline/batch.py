@@ -10,12 +10,14 @@ JOBS.csv has a header row; columns (relative paths are taken from the CSV's fold
 A row whose output exists is skipped: outputs are written atomically, so an existing one is complete and
 an interrupted batch resumes where it stopped. A row that fails (bad file, no face...) is reported and
 the others go on. With workers > 1 rows run in a process pool (each job already keeps two cores busy:
-one worker per two cores is the sensible size).
+one worker per two cores, `default_workers`, is the sensible size).
 """
 from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
+import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -100,6 +102,11 @@ def run_row(row: Row, engine: str, renderer: str) -> Outcome:
     return Outcome(row, "done", "", time.monotonic() - t0, result.duration_s)
 
 
+def default_workers() -> int:
+    """Jobs at once: one per two cores (a job keeps about two busy), at least one."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def run_batch(jobs: Path, out_dir: Path, *, engine: str = "auto", renderer: str = "auto",
               workers: int = 1) -> list[Outcome]:
     """Every row of a jobs CSV into out_dir (made if missing), in row order of the outcomes."""
@@ -113,7 +120,8 @@ def run_batch(jobs: Path, out_dir: Path, *, engine: str = "auto", renderer: str 
             outcomes.append(run_row(row, engine, renderer))
             log.info("row %d/%d: %s", row.number, len(rows), outcomes[-1].status)
         return outcomes
-    with ProcessPoolExecutor(workers) as pool:
+    # spawn, not fork: a forked copy of a process with MediaPipe's and ONNX Runtime's threads can hang.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(run_row, rows, [engine] * len(rows), [renderer] * len(rows)))
 
 

@@ -97,8 +97,11 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
     p.add_argument("--batch", type=Path, default=None,
                    help="CSV of jobs, one per row (columns face, audio or driver, optional style and output); "
                         "finished rows are skipped, failed ones reported, a table printed at the end")
-    p.add_argument("--workers", type=int, default=1,
-                   help="with --batch: jobs at once in a process pool (each job keeps about two cores busy)")
+    from presenter.offline.batch import default_workers
+
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="with --batch: jobs at once, in a process pool when more than one (default: one per two "
+                        "cores; each job keeps about two busy)")
     p.add_argument("--engine", default=d.engine, choices=ENGINES,
                    help="speech to mouth motion: auto = the trained Style-SyncFormer (it ships), baseline = loudness")
     p.add_argument("--renderer", default=d.renderer, choices=RENDERERS,
