@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from presenter.offline.media import (SYNTHETIC_TAG, Audio, MovieWriter, VideoInf
                                      read_frames)
 from presenter.render.base import Renderer
 from presenter.stream.pipeline import ENGINES
-from presenter.watermark import Watermark, new_payload
+from presenter.watermark import Payload, Watermark, new_payload
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +282,7 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
         raise UserError("--face-index picks a face in a video; a photo's largest face is used: crop the photo "
                         "to the face you want")
     audio = _soundtrack(opts)
-    job = new_payload(secrets.randbits(32))
+    job = new_payload()                                  # this presenter's version and a random job id
     # The face (tracking, renderer) is made while the mouth motion is computed: two cores, two stages.
     with tempfile.TemporaryDirectory(prefix="presenter-lipsync-") as scratch, ThreadPoolExecutor(1) as pool:
         if info is None:
@@ -295,7 +294,7 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
         log.info("mouth motion: %d poses from %s in %.1f s", len(motion.poses), motion.name, time.monotonic() - t0)
         face = face_job.result()
         log.info("face: %s ready after %.1f s", face.renderer.name, time.monotonic() - t0)
-        result = _render(opts, audio, motion, face, job.run_id, progress, t0, cpu0)
+        result = _render(opts, audio, motion, face, job, progress, t0, cpu0)
     log.info("wrote %s: %d frames %dx%d at %.3g fps (%.2f s), mouth %s, renderer %s, watermark job id %08x; "
              "%.1f s of compute: real-time factor %.2f (frames alone: %.2f; %.2f CPU s per s of video; load average %.1f)",
              result.output, result.frames, *result.size, result.fps, result.duration_s, motion.name, face.renderer.name,
@@ -316,12 +315,12 @@ def _provenance(opts: LipsyncOptions, motion: _Motion, face: _Face, job_id: int)
             "engine": motion.engine, "renderer": face.renderer_kind}
 
 
-def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, job_id: int, progress: bool,
+def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, job: Payload, progress: bool,
             t0: float, cpu0: float) -> LipsyncResult:
-    """Draw every output frame, mark it and write the movie."""
+    """Draw every output frame, mark it with the job's payload and write the movie."""
     n_out = _frames_for(audio, face.fps)
     drawn = poses_at(motion.poses, float(face.fps), n_out, rate=motion.rate)
-    mark = Watermark(new_payload(job_id))
+    mark, job_id = Watermark(job), job.run_id
     tags = {"title": f"{SYNTHETIC_TAG} (lip-synced)",
             "comment": f"{SYNTHETIC_TAG} {__version__}: mouth re-animated; mouth: {motion.name}; "
                        f"renderer: {face.renderer.name}; watermark job id {job_id:08x} "
