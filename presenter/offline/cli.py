@@ -103,10 +103,11 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
                    help="with --batch: jobs at once, in a process pool when more than one (default: one per two "
                         "cores; each job keeps about two busy)")
     p.add_argument("--engine", default=d.engine, choices=ENGINES,
-                   help="speech to mouth motion: auto = the trained Style-SyncFormer (it ships), baseline = loudness")
+                   help="mouth driver, as the live server's --engine (same default): syncformer = the shipped "
+                        "Style-SyncFormer, baseline = loudness (no learning)")
     p.add_argument("--renderer", default=d.renderer, choices=RENDERERS,
-                   help="face renderer: auto = the trained generator when its weights are installed, "
-                        "else the baseline warp renderer")
+                   help="face renderer, as the live server's --renderer (same default): generator = the trained "
+                        "generator, baseline = the warp (no learning)")
     p.add_argument("--face-index", type=int, default=0,
                    help="which face when there are several: 0 = the largest where first seen, 1 = the next, ...; "
                         "that face is then followed")
