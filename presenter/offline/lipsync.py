@@ -108,10 +108,12 @@ def check_output(path: Path, force: bool) -> None:
         raise UserError(f"output folder {path.parent} does not exist")
 
 
-def drive(driver: MouthDriver, audio_16k: np.ndarray) -> np.ndarray:
+def drive(driver: MouthDriver, audio_16k: np.ndarray, *, progress: bool = False) -> np.ndarray:
     """Speech (n,) float32 16 kHz -> poses (F, ...) at 25 fps, F = ceil(n / 640), from a streaming driver."""
     step = int(PUSH_S * SAMPLE_RATE)
-    out = [driver.push(audio_16k[i:i + step]) for i in range(0, len(audio_16k), step)]
+    starts = tqdm(range(0, len(audio_16k), step), desc="speech to mouth motion", unit="s", leave=False,
+                  disable=not progress)
+    out = [driver.push(audio_16k[i:i + step]) for i in starts]
     out.append(driver.flush())
     return np.concatenate(out)
 
@@ -254,7 +256,7 @@ def _audio_motion(opts: LipsyncOptions, audio: Audio, progress: bool) -> _Motion
             raise UserError(f"--style needs a driver with speaking styles (--engine syncformer); "
                             f"the {driver.name} has none")
         driver.set_style(style_reference(opts.style, progress=progress))
-    return _Motion(drive(driver, audio.analysis()), float(DRIVER_FPS), engine, driver.name)
+    return _Motion(drive(driver, audio.analysis(), progress=progress), float(DRIVER_FPS), engine, driver.name)
 
 
 def _video_motion(opts: LipsyncOptions, progress: bool) -> _Motion:
