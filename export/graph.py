@@ -10,9 +10,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:   # torch is imported when a graph is written: `presenter --help` works without it
+    import torch
+    from torch import nn
 
 OPSET = 17       # ONNX Runtime 1.18+ and TensorRT 10 both run it; LayerNormalization is native from 17
 MAX_OPSET = 20   # the TorchScript exporter's newest (torch 2.13 warns above it and fails from 24)
@@ -25,6 +27,8 @@ def write_onnx(module: nn.Module, example: Sequence[torch.Tensor], path: Path, *
     modes = [(m, m.training) for m in module.modules()]   # each one's: a fresh wrapper is in training mode
     module.eval()
     try:
+        import torch
+
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -341,7 +341,8 @@ EXTRAS = {
     "pytorch_msssim": ("train",), "onnx": ("onnx",), "onnxruntime": ("onnx", "serve"), "tensorrt": ("tensorrt",),
     "playwright": ("dev",),
 }
-COMMAND_EXTRA = {"live": "serve", "bench": "serve", "train": "train", "data": "train", "avatar": "train"}
+COMMAND_EXTRA = {"live": "serve", "bench": "serve", "train": "train", "data": "train", "avatar": "train",
+                 "export": "onnx", "lipsync": "serve", "swap": "serve"}
 
 
 def _run(args: argparse.Namespace) -> None:

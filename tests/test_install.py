@@ -36,7 +36,8 @@ def presenter_without_extras(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args", [("--help",), ("live", "--help"), ("bench", "--help"), ("train", "--help"),
-                                  ("data", "--help")])
+                                  ("data", "--help"), ("export", "--help"), ("lipsync", "--help"),
+                                  ("avatar", "finetune", "--help"), ("bench", "networks", "--help")])
 def test_help_works_without_extras(args: tuple[str, ...]) -> None:
     """`presenter --help` and each command's help need nothing beyond the base install."""
     r = presenter_without_extras(*args)
