@@ -72,6 +72,7 @@ def test_lipsync_report_matches_the_judge_run_directly(baseline_report: tuple[Pa
     assert (f"| baseline | +0 | {s['pbm_sealed']:.2f} ({s['pbm_sealed_n']}/{s['pbm_n']}) | "
             f"{s['tdkg_open']:.2f} ({s['tdkg_open_n']}/{s['tdkg_n']}) | {s['labial_auc']:.2f} |") in md
     assert "| real people | | 0.80-1.00 | 0.62-0.91 | 0.92-1.00 | -1..+1 |" in md
+    assert "Code: " in md and "code" in report          # the commit the numbers come from
     for png in ("lipsync_openings.png", "lipsync_offset.png"):
         assert f"]({png})" in md
         data = (out / png).read_bytes()

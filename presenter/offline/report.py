@@ -443,13 +443,21 @@ def speed_markdown(speed: dict[str, Any], lipsync: dict[str, Any] | None) -> lis
     return lines + ["", "![speed](speed.png)", ""]
 
 
+def code_line(code: dict[str, Any]) -> str:
+    if not code.get("commit"):
+        return f"Code: {code.get('why', 'unknown')}."
+    changed = (f"with uncommitted changes to {', '.join(f'`{p}`' for p in code['modified'])} (numbers may not "
+               "be those of the commit)") if code["modified"] else "no uncommitted changes to tracked files"
+    return f"Code: git {code['commit'][:12]}, {changed}."
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [f"# presenter eval report ({result['date']})", "",
              f"presenter {result['version']}, suites {', '.join(result['options']['suites'])}, engines "
              f"{', '.join(result['options']['engines'])}; {m['cpu']}, {m['cores']} cores, load average (1 min) "
              f"{m['load_avg_1m_start']:.2f} at start, {m['load_avg_1m_end']:.2f} at end; {result['wall_s']:.0f} s.",
-             ""]
+             "", code_line(result["code"]), ""]
     if "lipsync" in result:
         lines += ["Engines: " + "; ".join(f"{n} = {ENGINE_PARTS[n]}" for n in result["options"]["engines"]) + ".", ""]
         lines += lipsync_markdown(result["lipsync"])
@@ -475,6 +483,22 @@ def _finite(x: Any) -> Any:
 
 # --- the whole run -------------------------------------------------------------------------------
 
+def code_state() -> dict[str, Any]:
+    """The git commit the code runs from and its uncommitted changes to tracked files (numbers move
+    with them: a working tree shared with others' experiments gives other numbers), or why unknown."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=20).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"commit": None, "why": f"not a git checkout or no git ({e.__class__.__name__})"}
+    return {"commit": commit, "modified": sorted(line[3:] for line in status.splitlines() if line.strip())}
+
+
 def run_report(opts: ReportOptions, *, progress: bool = False) -> dict[str, Any]:
     """Run the suites, write report.md, report.json and the plots into a temporary folder beside
     opts.out and rename it into place -> the result (as report.json holds it)."""
@@ -490,7 +514,7 @@ def run_report(opts: ReportOptions, *, progress: bool = False) -> dict[str, Any]
     tmp.mkdir()
     try:
         result: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                  "version": __version__, "options": opts.resolved()}
+                                  "version": __version__, "code": code_state(), "options": opts.resolved()}
         if "lipsync" in opts.suites:
             result["lipsync"] = lipsync_suite(opts, progress=progress)
             plot_openings(result["lipsync"], tmp / "lipsync_openings.png")
