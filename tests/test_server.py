@@ -101,7 +101,9 @@ def test_loopback_call_streams_moves_mouth_in_speech_rests_in_silence(baseline_p
         quiet &= (t < a) | (t > b + 0.8)       # nothing spoken in the 0.8 s before arrival
     quiet &= warm
     assert quiet.sum() >= 20
-    assert np.mean(d[quiet] < 8) > 0.95, np.round(d[quiet], 1)
+    # At rest the distance is VP8's noise (3-4.5; up to ~9 for a few frames while the encoder's quality
+    # recovers after a loaded moment); a moving mouth passes 14 (asserted below).
+    assert np.mean(d[quiet] < 10) > 0.95, np.round(d[quiet], 1)
 
     latencies, av = [], []
     audio_t, audio_rms = np.array(rec.audio_t), np.array(rec.audio_rms)
