@@ -18,7 +18,7 @@ from presenter.face.canonical import LIPS_OUTER, canonical_mesh
 SUBNASALE = 2          # the point under the nose where the lower-face region starts
 JAW_MARGIN = 0.06      # downward growth of the mouth mask, fraction of the crop side
 FEATHER = 0.03         # edge softness, fraction of the crop side
-LIPS_GROW = 0.16       # growth of the lips mask, fraction of the mouth's width (corner to corner)
+LIPS_GROW = 0.16       # growth of the lips mask, fraction of the mouth's width (corner to corner), as trained
 MOUTH_CORNERS = (61, 291)
 
 
@@ -47,10 +47,11 @@ def mouth_mask(verts_crop: np.ndarray, size: int) -> np.ndarray:
     return _feather(_hull_mask(grown, size), size)
 
 
-def lips_mask(verts_crop: np.ndarray, size: int) -> np.ndarray:
-    """Mask (S, S) of the outer lips and a margin around them, from the mesh in crop pixels (V, 2+)."""
+def lips_mask(verts_crop: np.ndarray, size: int, grow: float = LIPS_GROW) -> np.ndarray:
+    """Mask (S, S) of the outer lips and a margin of `grow` of the mouth's width around them, from
+    the mesh in crop pixels (V, 2+)."""
     pts = np.asarray(verts_crop, np.float32)[:, :2]
-    grow = LIPS_GROW * float(np.linalg.norm(pts[MOUTH_CORNERS[0]] - pts[MOUTH_CORNERS[1]]))
+    grow = grow * float(np.linalg.norm(pts[MOUTH_CORNERS[0]] - pts[MOUTH_CORNERS[1]]))
     hull = _hull_mask(pts[list(LIPS_OUTER)], size)
     k = 2 * max(1, int(round(grow))) + 1
     grown = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
