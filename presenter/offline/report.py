@@ -431,7 +431,7 @@ def speed_markdown(speed: dict[str, Any], lipsync: dict[str, Any] | None) -> lis
              f"(1 min) {load['before']:.2f} before, {load['after']:.2f} after: on a shared machine the times "
              "grow with the load.", "", "| face pipeline stage | median ms | p90 ms |", "|---|---|---|"]
     lines += [f"| {s['stage']} | {s['median_ms']:.2f} | {s['p90_ms']:.2f} |" for s in speed["stages"]]
-    lines += ["", "| network (batch 1) | backend | p50 ms | p95 ms | GFLOP/call | % of in-run matmul (noisy under load) |",
+    lines += ["", "| network (batch 1) | backend | p50 ms | p95 ms | GFLOP/call | % of in-run matmul (noisy) |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {r['network']} | {r['backend']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['gflop']:.3f} | "
               f"{r['matmul_share']:.0%} |" for r in speed["networks"]]
