@@ -129,3 +129,12 @@ def test_the_eval_subcommands_still_parse() -> None:
     assert a.func is cli._cmd_eval_generator and a.max_ids == 2 and a.output == Path("g.json")
     a = p.parse_args(["eval", "--suite", "all", "-o", "rep"])
     assert a.func is cli._cmd_eval_report and a.report_dir == Path("rep")
+
+
+def test_dry_run_prints_the_resolved_options_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--dry-run: the suites and engines as they will run ('all' spelled out), no report folder."""
+    out = tmp_path / "rep"
+    assert main(["eval", "--suite", "all", "--engines", "generator,baseline", "-o", str(out), "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["suites"] == ["lipsync", "image", "speed"] and resolved["engines"] == ["generator", "baseline"]
+    assert resolved["out"] == str(out) and not out.exists() and list(tmp_path.iterdir()) == []
