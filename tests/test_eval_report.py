@@ -108,6 +108,7 @@ def test_an_existing_report_is_kept_without_force_and_replaced_with_it(baseline_
     (["eval", "--suite", "lipsync", "-o", "missing/rep"], "does not exist"),
     (["eval", "--suite", "lipsync"], "-o REPORT_DIR"),
     (["eval"], "--suite"),
+    (["eval", "--suite", "lipsync", "-o", "rep", "generator"], "give one of them"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(argv: list[str], words: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

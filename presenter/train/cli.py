@@ -68,9 +68,19 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
     train(train_pairs, val_pairs, args.run, gen_cfg=gen_cfg, cfg=cfg, threads=args.threads)
 
 
+def _no_suite(args: argparse.Namespace) -> None:
+    """`presenter eval --suite ... SUBCOMMAND` is ambiguous: refuse it rather than ignore --suite."""
+    if getattr(args, "suite", None) is not None:
+        from presenter.errors import UserError
+
+        raise UserError(f"presenter eval: --suite makes a report and '{args.eval_command}' is one measure; "
+                        "give one of them")
+
+
 def _cmd_eval_live(args: argparse.Namespace) -> None:
     from presenter.offline.live_call import run
 
+    _no_suite(args)
     code = run(args)
     if code:
         raise SystemExit(code)
@@ -79,6 +89,7 @@ def _cmd_eval_live(args: argparse.Namespace) -> None:
 def _cmd_eval_syncformer(args: argparse.Namespace) -> None:
     from presenter.train.evaluate import evaluate_lipsync
 
+    _no_suite(args)
     result = evaluate_lipsync(args.model, args.data, max_clips=args.max_clips)
     text = json.dumps(result, indent=2) + "\n"
     sys.stdout.write(text)
@@ -90,6 +101,7 @@ def _cmd_eval_generator(args: argparse.Namespace) -> None:
     from presenter.data.identities import write_json_atomic
     from presenter.train.evaluate_generator import evaluate_generator, format_table
 
+    _no_suite(args)
     result = evaluate_generator(args.data, args.weights, max_ids=args.max_ids, grid=args.grid, fid=not args.no_fid,
                                 identity=not args.no_identity)
     sys.stdout.write(format_table(result))
