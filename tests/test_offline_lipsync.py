@@ -465,3 +465,35 @@ def test_driver_video_without_a_face(tmp_path: Path, source_video, capsys: pytes
 def test_audio_and_driver_together_are_refused(tmp_path: Path, source_video, capsys: pytest.CaptureFixture) -> None:
     _fails(["--face", str(source_video[0]), "--audio", str(SPEECH), "--driver", str(source_video[0])],
            tmp_path / "out.mp4", capsys, "exactly one of --audio")
+
+
+def test_video_longer_than_the_speech_is_dubbed_in_chunks(source_video, tmp_path: Path, monkeypatch,
+                                                          one_torch_thread) -> None:
+    """Speech shorter than the video: the video is cut, and packed and drawn a chunk at a time (16 frames
+    here, so three chunks, one with the faceless frames); the result is the same kind of dub."""
+    from presenter.audio.io import write_wav
+    from presenter.offline import lipsync as lipsync_module
+    from presenter.offline.media import read_audio
+    from presenter.watermark import verify_file
+
+    monkeypatch.setattr(lipsync_module, "CHUNK_FRAMES", 16)
+    speech = read_audio(SPEECH)
+    short = tmp_path / "short.wav"
+    write_wav(short, speech.samples[: int(1.5 * speech.rate), 0], speech.rate)
+    out = tmp_path / "cut.mp4"
+    result = lipsync_module.lipsync(lipsync_module.LipsyncOptions(source_video[0], short, out))
+    frames = _frames(out)
+    assert len(frames) == 45 == result.frames and result.frames_without_face == len(FACELESS)
+    x0, y0, x1, y1 = _lower_face_box(VIDEO_PX / 512)
+    outside = np.ones((VIDEO_PX, VIDEO_PX), bool)
+    outside[y0:y1, x0:x1] = False
+    moved = [np.abs(f.astype(np.int16) - source_video[1][t]).mean(axis=2) for t, f in enumerate(frames)]
+    speaking = np.abs(_commanded_opening(result.poses)) > 0.3
+    out_max = max(d[outside].mean() for d in moved)
+    in_median = float(np.median([d[y0:y1, x0:x1].mean() for d, s in zip(moved, speaking) if s]))
+    print(f"chunked dub: mean change outside the lower face max {out_max:.2f} levels, lower face of speaking "
+          f"frames median {in_median:.2f} ({speaking.sum()} frames)")
+    assert out_max < 3.5                                        # the codec's round trip and the mark alone
+    assert speaking.sum() >= 5 and in_median > 4.0
+    d = verify_file(out)
+    assert d.found and d.payload.run_id == result.job_id

@@ -4,19 +4,17 @@ The renderers (`presenter.render`) draw the mouth into frame `index` of an `Avat
 its fitted mesh and pose, its 256 px aligned crop and lower-face mask. `video_pack` builds exactly
 that from the frames of a video, at the video's own size, so the live path's renderers dub a video
 without a line of their own changed. Frames (and crops) live in memory-mapped files in a scratch
-folder, so a long video costs disk, not memory.
+folder; a long video is packed a chunk at a time (`presenter.offline.lipsync`).
 
 Legend: N frames, H, W frame size in pixels, V = 468 mesh vertices, S = 256 crop side.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from presenter.avatar.pack import AvatarPack
 from presenter.errors import UserError
@@ -25,8 +23,6 @@ from presenter.face.fit import FittedFace, fit_points
 from presenter.face.landmarker import FaceLandmarker, FaceObservation
 from presenter.face.masks import mouth_mask
 from presenter.face.smoothing import OneEuroFilter
-
-log = logging.getLogger(__name__)
 
 CROP = 256                 # the renderers' crop side
 
@@ -167,13 +163,13 @@ def _scratch_array(scratch: Path, name: str, shape: tuple[int, ...]) -> np.ndarr
     return np.lib.format.open_memmap(scratch / f"{name}.npy", "w+", np.uint8, shape)
 
 
-def video_pack(frames: Iterable[np.ndarray], n_frames: int, *, fps: float, size: tuple[int, int],
-               scratch: Path, face_index: int = 0, where: str = "the video",
-               progress: bool = False) -> tuple[AvatarPack, np.ndarray]:
-    """The first n_frames RGB frames (H, W, 3) of a video -> (an in-memory AvatarPack over them rooted
-    at `scratch`, found (N,) bool: frames where the face was seen).
+def video_pack(tracked: Iterable[tuple[np.ndarray, FittedFace | None]], n_frames: int, *, fps: float,
+               size: tuple[int, int], scratch: Path, root: Path, where: str = "the video") -> tuple[np.ndarray, AvatarPack | None, np.ndarray]:
+    """n_frames (frame (H, W, 3), its fitted face or None) of a video (`track_faces`) -> (the frames
+    (N, H, W, 3), an in-memory AvatarPack over them or None when no frame shows a face, found (N,) bool).
 
-    UserError when no frame shows a face. size = (W, H)."""
+    Arrays live in memory-mapped files in `scratch`; the pack is rooted at `root` (where a renderer may
+    cache what it derives from the person: chunks of one video share it). size = (W, H)."""
     from presenter.avatar.create import _references
 
     w, h = size
@@ -182,23 +178,18 @@ def video_pack(frames: Iterable[np.ndarray], n_frames: int, *, fps: float, size:
     masks = _scratch_array(scratch, "mouth_mask", (n_frames, CROP, CROP))
     fitted: list[FittedFace | None] = []
     aligns = np.zeros((n_frames, 2, 3), np.float32)
-    bar = tqdm(track_faces(frames, fps, face_index=face_index), total=n_frames, desc="tracking the face",
-               unit="frame", leave=False, disable=not progress)
-    for i, (rgb, face) in enumerate(bar):
-        if i >= n_frames:
-            break
+    for i, (rgb, face) in enumerate(tracked):
         pixels[i] = rgb[:h, :w]
         fitted.append(face)
         if face is not None:
             aligns[i] = align_transform(face.verts_px, CROP)
             crops[i] = crop(rgb, aligns[i], CROP)
             masks[i] = np.round(mouth_mask(warp_points(face.verts_px, aligns[i]), CROP) * 255)
-    found = np.array([f is not None for f in fitted], bool)
-    if not found.any():
-        raise UserError(f"no face found in {where} ({len(fitted)} frames); give a video in which one face "
-                        "is clearly visible, roughly frontal")
     if len(fitted) < n_frames:
         raise UserError(f"{where}: only {len(fitted)} of {n_frames} frames could be decoded")
+    found = np.array([f is not None for f in fitted], bool)
+    if not found.any():
+        return pixels, None, found
     filled = _fill_lost(fitted)
     for i in np.flatnonzero(~found):
         aligns[i] = align_transform(filled[i].verts_px, CROP)
@@ -212,6 +203,4 @@ def video_pack(frames: Iterable[np.ndarray], n_frames: int, *, fps: float, size:
     refs = sorted({int(seen[j]) for j in _references(face["canon"][seen])})
     manifest = {"fps": round(fps), "n_frames": n_frames, "frame_size": [h, w], "crop_sizes": [CROP],
                 "reference_indices": refs, "source": {"kind": "video", "file": where}}
-    if not found.all():
-        log.info("%s: no face in %d of %d frames; they pass through unchanged", where, int((~found).sum()), n_frames)
-    return AvatarPack(scratch, manifest, pixels, face, {CROP: {"crops": crops, "mouth_mask": masks}}), found
+    return pixels, AvatarPack(root, manifest, pixels, face, {CROP: {"crops": crops, "mouth_mask": masks}}), found

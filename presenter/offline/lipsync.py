@@ -25,11 +25,12 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -48,6 +49,7 @@ from presenter.watermark import Payload, Watermark, new_payload
 log = logging.getLogger(__name__)
 
 PUSH_S = 1.0               # audio is fed to the driver in chunks of this many seconds
+CHUNK_FRAMES = 100         # a video dubbed in order is packed this many frames at a time
 
 
 @dataclass(frozen=True)
@@ -141,40 +143,73 @@ def is_image(path: Path) -> bool:
     return path.is_file() and cv2.haveImageReader(str(path)) and cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Face:
-    """What a job draws on: the renderer's pack frame for each output frame, and where the face is seen."""
-    renderer_kind: str
-    renderer: Renderer
-    fps: Fraction                                # output frames per second
-    size: tuple[int, int]                        # (W, H)
+    """What a stretch of output frames [start, stop) is drawn on: a pack's frames, its renderer (None where
+    no frame of it shows a face), the pack frame of each output frame and where the face is seen."""
+    frames: np.ndarray                           # (N, H, W, 3) the pack's frames
+    renderer: Renderer | None
+    renderer_kind: str                           # "generator" / "baseline"; "" without a renderer
     source: Callable[[int], int]                 # output frame -> pack frame
-    found: np.ndarray | None = None              # (N,) bool per pack frame; None: always
+    found: np.ndarray | None                     # (N,) bool per pack frame; None: always
+    start: int
+    stop: int
 
 
-def _still(path: Path, renderer: str, scratch: Path) -> _Face:
-    """An image -> an avatar pack in scratch (idle loop, 25 fps) and its renderer."""
+def _still(path: Path, renderer: str, scratch: Path, n_out: int) -> Iterator[_Face]:
+    """An image -> an avatar pack in scratch (idle loop, 25 fps) and its renderer, for all n_out frames."""
     from presenter.avatar.create import create_from_image
     from presenter.avatar.pack import load_pack
     from presenter.stream.pipeline import _renderer
 
     pack = load_pack(create_from_image(path, scratch / "pack", attribution=f"lipsync input {path.name}"))
     kind, r = _renderer(renderer, pack)
-    h, w = pack.frames.shape[1:3]
-    return _Face(kind, r, Fraction(pack.fps), (w, h), lambda t: t % pack.n_frames)
+    yield _Face(pack.frames, r, kind, lambda t: t % pack.n_frames, None, 0, n_out)
 
 
 def _video(path: Path, info: VideoInfo, renderer: str, scratch: Path, n_out: int, face_index: int,
-           progress: bool) -> _Face:
-    """A video -> its frames as an in-memory pack (as many as n_out output frames need) and a renderer."""
-    from presenter.offline.faces import video_pack
+           progress: bool) -> Iterator[_Face]:
+    """A video -> its frames as in-memory packs with their renderers, a chunk at a time.
+
+    Audio no longer than the video: chunks of CHUNK_FRAMES frames in order (scratch space and the
+    renderers' per-frame caches stay bounded; the tracker runs on across chunks). Longer audio plays
+    the video back and forth, so every frame it needs is packed at once. UserError when no frame shows
+    a face (at once for one pack; for chunks, at the end: the output is then not kept)."""
+    from presenter.offline.faces import track_faces, video_pack
     from presenter.stream.pipeline import _renderer
 
     n = min(info.n_frames, n_out)
-    pack, found = video_pack(read_frames(path, n), n, fps=float(info.fps), size=(info.width, info.height),
-                             scratch=scratch, face_index=face_index, where=str(path), progress=progress)
-    kind, r = _renderer(renderer, pack)
-    return _Face(kind, r, info.fps, (info.width, info.height), lambda t: ping_pong(t, n), found)
+    decoded = read_frames(path, n)
+    frames = tqdm(decoded, total=n, desc="tracking the face", unit="frame", leave=False, disable=not progress)
+    tracked = track_faces(frames, float(info.fps), face_index=face_index)
+    whole = n < n_out
+    chunk = n if whole else CHUNK_FRAMES
+    seen = 0
+    try:
+        for k, start in enumerate(range(0, n, chunk)):
+            size = min(chunk, n - start)
+            folder = scratch / f"chunk{k % 2}"           # one chunk is drawn while the next is packed
+            folder.mkdir(exist_ok=True)
+            pixels, pack, found = video_pack(islice(tracked, size), size, fps=float(info.fps),
+                                             size=(info.width, info.height), scratch=folder, root=scratch,
+                                             where=str(path))
+            seen += int(found.sum())
+            if whole and pack is None:
+                break
+            kind, r = _renderer(renderer, pack) if pack is not None else ("", None)
+            source = (lambda t: ping_pong(t, n)) if whole else (lambda t, s=start: t - s)
+            yield _Face(pixels, r, kind, source, found, start, n_out if whole else start + size)
+    finally:
+        # islice leaves the tracker suspended: close its landmarker and the file here, in this thread
+        # (closed later by the garbage collector in another thread, MediaPipe hung).
+        tracked.close()
+        decoded.close()
+        frames.close()
+    if not seen:
+        raise UserError(f"no face found in {path} ({n} frames); give a video in which one face is clearly "
+                        "visible, roughly frontal")
+    if seen < n:
+        log.info("%s: no face in %d of %d frames; they pass through unchanged", path, n - seen, n)
 
 
 @dataclass(frozen=True)
@@ -288,18 +323,24 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
     # The face (tracking, renderer) is made while the mouth motion is computed: two cores, two stages.
     with tempfile.TemporaryDirectory(prefix="presenter-lipsync-") as scratch, ThreadPoolExecutor(1) as pool:
         if info is None:
-            face_job = pool.submit(_still, opts.face, opts.renderer, Path(scratch))
+            n_out, fps = _frames_for(audio, Fraction(DRIVER_FPS)), Fraction(DRIVER_FPS)
+            faces = _still(opts.face, opts.renderer, Path(scratch), n_out)
+            size = None
         else:
-            face_job = pool.submit(_video, opts.face, info, opts.renderer, Path(scratch), _frames_for(audio, info.fps),
-                                   opts.face_index, progress)
+            n_out, fps = _frames_for(audio, info.fps), info.fps
+            faces = _video(opts.face, info, opts.renderer, Path(scratch), n_out, opts.face_index, progress)
+            size = (info.width, info.height)
+        first = pool.submit(next, faces)
         motion = _video_motion(opts, progress) if opts.driver else _audio_motion(opts, audio, progress)
         log.info("mouth motion: %d poses from %s in %.1f s", len(motion.poses), motion.name, time.monotonic() - t0)
-        face = face_job.result()
-        log.info("face: %s ready after %.1f s", face.renderer.name, time.monotonic() - t0)
-        result = _render(opts, audio, motion, face, job, progress, t0, cpu0)
+        face = first.result()
+        log.info("face: %s ready after %.1f s", face.renderer_kind or "no face yet", time.monotonic() - t0)
+        if size is None:
+            size = face.frames.shape[2], face.frames.shape[1]
+        result = _render(opts, audio, motion, face, faces, pool, _Output(n_out, fps, size), job, progress, t0, cpu0)
     log.info("wrote %s: %d frames %dx%d at %.3g fps (%.2f s), mouth %s, renderer %s, watermark job id %08x; "
              "%.1f s of compute: real-time factor %.2f (frames alone: %.2f; %.2f CPU s per s of video; load average %.1f)",
-             result.output, result.frames, *result.size, result.fps, result.duration_s, motion.name, face.renderer.name,
+             result.output, result.frames, *result.size, result.fps, result.duration_s, motion.name, result.renderer,
              job.run_id, result.compute_s, result.rtf, result.render_rtf, result.cpu_per_s, os.getloadavg()[0])
     return result
 
@@ -308,38 +349,56 @@ def _frames_for(audio: Audio, fps: Fraction) -> int:
     return max(1, round(audio.duration_s * float(fps)))
 
 
-def _provenance(opts: LipsyncOptions, motion: _Motion, face: _Face, job_id: int) -> dict:
+@dataclass(frozen=True)
+class _Output:
+    frames: int
+    fps: Fraction
+    size: tuple[int, int]                        # (W, H)
+
+
+def _provenance(opts: LipsyncOptions, motion: _Motion, renderer: str, job_id: int) -> dict:
     """What made the file, for its metadata: presenter version, job id, the inputs by file name (never a
     folder: a shared file should not carry the maker's paths), engine and renderer as resolved."""
     inputs = {k: v.name for k, v in (("face", opts.face), ("audio", opts.audio), ("driver", opts.driver),
                                      ("style", opts.style)) if v is not None}
     return {"synthetic": True, "made_by": f"presenter {__version__}", "job_id": f"{job_id:08x}", "inputs": inputs,
-            "engine": motion.engine, "renderer": face.renderer_kind}
+            "engine": motion.engine, "renderer": renderer}
 
 
-def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, job: Payload, progress: bool,
-            t0: float, cpu0: float) -> LipsyncResult:
-    """Draw every output frame, mark it with the job's payload and write the movie."""
-    n_out = _frames_for(audio, face.fps)
-    drawn = poses_at(motion.poses, float(face.fps), n_out, rate=motion.rate)
+def _render(opts: LipsyncOptions, audio: Audio, motion: _Motion, face: _Face, more: Iterator[_Face],
+            pool: ThreadPoolExecutor, out_spec: _Output, job: Payload, progress: bool, t0: float,
+            cpu0: float) -> LipsyncResult:
+    """Draw every output frame (from `face`, then each of `more`, packed in the pool while the one before
+    is drawn), mark it with the job's payload and write the movie."""
+    n_out = out_spec.frames
+    drawn = poses_at(motion.poses, float(out_spec.fps), n_out, rate=motion.rate)
     mark, job_id = Watermark(job), job.run_id
+    # Where the first stretch shows no face, the renderer is known only later: the option names it.
+    renderer = face.renderer_kind or opts.renderer
     tags = {"title": f"{SYNTHETIC_TAG} (lip-synced)",
             "comment": f"{SYNTHETIC_TAG} {__version__}: mouth re-animated; mouth: {motion.name}; "
-                       f"renderer: {face.renderer.name}; watermark job id {job_id:08x} "
-                       f"(check with 'presenter verify FILE')",
-            "description": json.dumps(_provenance(opts, motion, face, job_id))}
+                       f"renderer: {face.renderer.name if face.renderer else renderer}; watermark job id "
+                       f"{job_id:08x} (check with 'presenter verify FILE')",
+            "description": json.dumps(_provenance(opts, motion, renderer, job_id))}
     lost, t_render = 0, time.monotonic()
-    with MovieWriter(opts.output, fps=face.fps, width=face.size[0], height=face.size[1], audio=audio,
+    bar = tqdm(total=n_out, desc="rendering", unit="frame", leave=False, disable=not progress)
+    with MovieWriter(opts.output, fps=out_spec.fps, width=out_spec.size[0], height=out_spec.size[1], audio=audio,
                      tags=tags) as out:
-        for t in tqdm(range(n_out), desc="rendering", unit="frame", leave=False, disable=not progress):
-            i = face.source(t)
-            seen = face.found is None or bool(face.found[i])
-            lost += not seen
-            mouth = None if not seen or is_rest(drawn[t]) else drawn[t]
-            out.write(mark.mark_rgb(face.renderer.render(i, mouth)))
+        while face is not None:
+            following = pool.submit(next, more, None)
+            for t in range(face.start, face.stop):
+                i = face.source(t)
+                seen = face.renderer is not None and (face.found is None or bool(face.found[i]))
+                lost += not seen
+                if seen:
+                    rgb = face.renderer.render(i, None if is_rest(drawn[t]) else drawn[t])
+                else:
+                    rgb = face.frames[i]
+                out.write(mark.mark_rgb(rgb))
+                bar.update()
+            face = following.result()
         out.commit()
-    return LipsyncResult(opts.output, n_out, float(face.fps), face.size, n_out / float(face.fps), time.monotonic() - t0,
-                         time.monotonic() - t_render, time.process_time() - cpu0, job_id,
-                         motion.engine, face.renderer_kind, lost, drawn)
-
-
+    bar.close()
+    return LipsyncResult(opts.output, n_out, float(out_spec.fps), out_spec.size, n_out / float(out_spec.fps),
+                         time.monotonic() - t0, time.monotonic() - t_render, time.process_time() - cpu0, job_id,
+                         motion.engine, renderer, lost, drawn)
