@@ -8,7 +8,8 @@ A still becomes an avatar pack in a scratch folder (as `presenter avatar create 
 and its idle loop is rendered with the driven mouth, at 25 fps. A video keeps its frame rate and
 size: each frame's face is tracked, fitted and aligned (`presenter.offline.faces.video_pack`), the
 mouth drawn and pasted back; frames without a face pass through unchanged. Audio longer than the
-video plays the video back and forth; shorter audio cuts it.
+video plays the video back and forth; shorter audio cuts it, and the video is then packed and drawn
+CHUNK_FRAMES at a time, so memory and scratch space do not grow with its length.
 
 The driver and renderer come from the live pipeline's factories (`presenter.stream.pipeline`), so
 `--engine` and `--renderer` mean what they mean to the server, and a new engine or renderer
