@@ -202,10 +202,10 @@ def _lower_face_box(scale: float) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) around the default avatar's lower face (below the nose, to the jaw's lowest
     reach) over its idle loop, in pixels of a frame scaled by `scale`, padded by 10 % of its width."""
     from presenter.avatar.create import default_pack
-    from presenter.face.masks import _lower_face_ids
+    from presenter.face.masks import lower_face_ids
 
     pack = default_pack()
-    pts = pack.face["verts_px"][:, _lower_face_ids(), :2] * scale
+    pts = pack.face["verts_px"][:, lower_face_ids(), :2] * scale
     (x0, y0), (x1, y1) = pts.min(axis=(0, 1)), pts.max(axis=(0, 1))
     pad = 0.1 * (x1 - x0)
     return int(x0 - pad), int(y0 - pad), int(x1 + pad) + 1, int(y1 + 2 * pad) + 1

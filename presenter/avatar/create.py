@@ -64,7 +64,7 @@ def _eye_opening(canon: np.ndarray) -> np.ndarray:
     return (canon[..., list(LEFT_EYE_UPPER), 1] - canon[..., list(LEFT_EYE_LOWER), 1]).mean(-1)
 
 
-def _references(canons: np.ndarray) -> list[int]:
+def reference_frames(canons: np.ndarray) -> list[int]:
     """Evenly spread frames with the eyes open, as the generator's reference (texture) frames."""
     n = len(canons)
     eyes = _eye_opening(canons)
@@ -99,7 +99,7 @@ def _assemble(frames: np.ndarray, fitted: list[FittedFace], source: dict, attrib
             mm[i] = np.round(mouth_mask(vc, s) * 255)
             fm[i] = np.round(face_mask(vc, s) * 255)
         crops[s] = {"crops": c, "mouth_mask": mm, "face_mask": fm}
-    refs = _references(canon)
+    refs = reference_frames(canon)
     manifest = {
         "format": FORMAT, "version": VERSION, "created_by": f"presenter {__version__}",
         "source": source, "attribution": attribution,

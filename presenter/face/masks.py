@@ -23,7 +23,7 @@ MOUTH_CORNERS = (61, 291)
 
 
 @lru_cache(maxsize=1)
-def _lower_face_ids() -> np.ndarray:
+def lower_face_ids() -> np.ndarray:
     v = canonical_mesh().vertices
     return np.flatnonzero(v[:, 1] <= v[SUBNASALE, 1])
 
@@ -42,7 +42,7 @@ def _feather(mask: np.ndarray, size: int) -> np.ndarray:
 
 def mouth_mask(verts_crop: np.ndarray, size: int) -> np.ndarray:
     """Lower-face mask (S, S) from the mesh in crop pixels (V, 2+)."""
-    pts = np.asarray(verts_crop, np.float32)[_lower_face_ids(), :2]
+    pts = np.asarray(verts_crop, np.float32)[lower_face_ids(), :2]
     grown = np.concatenate([pts, pts + np.array([0.0, JAW_MARGIN * size], np.float32)])
     return _feather(_hull_mask(grown, size), size)
 

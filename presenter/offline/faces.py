@@ -170,7 +170,7 @@ def video_pack(tracked: Iterable[tuple[np.ndarray, FittedFace | None]], n_frames
 
     Arrays live in memory-mapped files in `scratch`; the pack is rooted at `root` (where a renderer may
     cache what it derives from the person: chunks of one video share it). size = (W, H)."""
-    from presenter.avatar.create import _references
+    from presenter.avatar.create import reference_frames
 
     w, h = size
     pixels = _scratch_array(scratch, "frames", (n_frames, h, w, 3))
@@ -200,7 +200,7 @@ def video_pack(tracked: Iterable[tuple[np.ndarray, FittedFace | None]], n_frames
         "translation": np.stack([f.translation for f in filled]), f"align_{CROP}": aligns,
     }
     seen = np.flatnonzero(found)
-    refs = sorted({int(seen[j]) for j in _references(face["canon"][seen])})
+    refs = sorted({int(seen[j]) for j in reference_frames(face["canon"][seen])})
     manifest = {"fps": round(fps), "n_frames": n_frames, "frame_size": [h, w], "crop_sizes": [CROP],
                 "reference_indices": refs, "source": {"kind": "video", "file": where}}
     return pixels, AvatarPack(root, manifest, pixels, face, {CROP: {"crops": crops, "mouth_mask": masks}}), found

@@ -161,10 +161,10 @@ def _still(path: Path, renderer: str, scratch: Path, n_out: int) -> Iterator[_Fa
     """An image -> an avatar pack in scratch (idle loop, 25 fps) and its renderer, for all n_out frames."""
     from presenter.avatar.create import create_from_image
     from presenter.avatar.pack import load_pack
-    from presenter.stream.pipeline import _renderer
+    from presenter.stream.pipeline import make_renderer
 
     pack = load_pack(create_from_image(path, scratch / "pack", attribution=f"lipsync input {path.name}"))
-    kind, r = _renderer(renderer, pack)
+    kind, r = make_renderer(renderer, pack)
     yield _Face(pack.frames, r, kind, lambda t: t % pack.n_frames, None, 0, n_out)
 
 
@@ -177,7 +177,7 @@ def _video(path: Path, info: VideoInfo, renderer: str, scratch: Path, n_out: int
     the video back and forth, so every frame it needs is packed at once. UserError when no frame shows
     a face (at once for one pack; for chunks, at the end: the output is then not kept)."""
     from presenter.offline.faces import track_faces, video_pack
-    from presenter.stream.pipeline import _renderer
+    from presenter.stream.pipeline import make_renderer
 
     n = min(info.n_frames, n_out)
     decoded = read_frames(path, n)
@@ -197,7 +197,7 @@ def _video(path: Path, info: VideoInfo, renderer: str, scratch: Path, n_out: int
             seen += int(found.sum())
             if whole and pack is None:
                 break
-            kind, r = _renderer(renderer, pack) if pack is not None else ("", None)
+            kind, r = make_renderer(renderer, pack) if pack is not None else ("", None)
             source = (lambda t: ping_pong(t, n)) if whole else (lambda t, s=start: t - s)
             yield _Face(pixels, r, kind, source, found, start, n_out if whole else start + size)
     finally:
@@ -255,10 +255,10 @@ def style_reference(path: Path, *, face_index: int = 0, progress: bool = False) 
 def _lower_face_weight() -> np.ndarray:
     """(V,) float32: 1 below the nose, 0 above: the part of a driver's motion a mouth takes (blinks stay home)."""
     from presenter.face.canonical import N_VERTICES
-    from presenter.face.masks import _lower_face_ids
+    from presenter.face.masks import lower_face_ids
 
     w = np.zeros(N_VERTICES, np.float32)
-    w[_lower_face_ids()] = 1.0
+    w[lower_face_ids()] = 1.0
     return w
 
 
@@ -278,9 +278,9 @@ def _soundtrack(opts: LipsyncOptions) -> Audio:
 def _drivers(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
     """The live pipeline's driver factory for an engine, loaded once per process (a batch's rows share the
     read-only models; each job still gets a fresh driver)."""
-    from presenter.stream.pipeline import _driver
+    from presenter.stream.pipeline import driver_factory
 
-    return _driver(engine)
+    return driver_factory(engine)
 
 
 def _audio_motion(opts: LipsyncOptions, audio: Audio, progress: bool) -> _Motion:

@@ -73,8 +73,8 @@ def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str =
         raise UserError(f"avatar pack {pack.root} runs at {pack.fps} fps; the live presenter needs {FPS} fps: "
                         "recreate it with 'presenter avatar create'")
     _one_thread_per_stage()
-    kind, the_renderer = _renderer(renderer, pack)
-    chosen, new_driver = _driver(engine)
+    kind, the_renderer = make_renderer(renderer, pack)
+    chosen, new_driver = driver_factory(engine)
     driver_name, driver_label = new_driver.name, new_driver.label
     labels = (the_renderer.synthetic_label, driver_label)
     idle = IdleFrames(the_renderer, pack.n_frames, labels)
@@ -83,7 +83,7 @@ def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str =
     return Pipeline(pack, the_renderer, new_driver, idle, chosen, kind, driver_name, labels, mouth_box(pack))
 
 
-def _renderer(name: str, pack: AvatarPack) -> tuple[str, Renderer]:
+def make_renderer(name: str, pack: AvatarPack) -> tuple[str, Renderer]:
     """(renderer chosen, the renderer) for --renderer name."""
     from presenter.render.generator import default_weights_dir, pack_weights_dir
     from presenter.render.warp_baseline import WarpBaselineRenderer
@@ -112,7 +112,7 @@ def _one_thread_per_stage() -> None:
     torch.set_num_threads(1)
 
 
-def _driver(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
+def driver_factory(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
     """(engine chosen, a factory of per-session drivers with .name and .label)."""
     from presenter.models.lipsync import default_weights_dir
     from presenter.motion.loudness import LoudnessDriver
