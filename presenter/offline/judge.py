@@ -69,8 +69,8 @@ def _frames(start_s: float, end_s: float, fps: float, pad: int) -> tuple[int, in
     return first - pad, last + pad
 
 
-def _reduce(openings: np.ndarray, phones: list[tuple[str, float, float]], fps: float, shift: int,
-            names: tuple[str, ...], pad: int, how) -> np.ndarray:
+def per_phone(openings: np.ndarray, phones: list[tuple[str, float, float]], fps: float, shift: int,
+              names: tuple[str, ...], pad: int, how) -> np.ndarray:
     """how (np.nanmin / np.nanmean) of the openings over each named phone's frames, k frames
     later; phones whose frames are outside the track or faceless are left out."""
     vals = []
@@ -97,9 +97,9 @@ def _rate(hits: np.ndarray) -> float:
 
 
 def _scores_at(openings: np.ndarray, phones: list[tuple[str, float, float]], fps: float, shift: int) -> dict:
-    pbm = _reduce(openings, phones, fps, shift, BILABIALS, PAD_FRAMES, np.nanmin)
-    tdkg = _reduce(openings, phones, fps, shift, STOPS, PAD_FRAMES, np.nanmin)
-    vowels = _reduce(openings, phones, fps, shift, OPEN_VOWELS, 0, np.nanmean)
+    pbm = per_phone(openings, phones, fps, shift, BILABIALS, PAD_FRAMES, np.nanmin)
+    tdkg = per_phone(openings, phones, fps, shift, STOPS, PAD_FRAMES, np.nanmin)
+    vowels = per_phone(openings, phones, fps, shift, OPEN_VOWELS, 0, np.nanmean)
     return {
         "pbm_sealed": _rate(pbm <= SEALED_MAX), "pbm_sealed_n": int((pbm <= SEALED_MAX).sum()), "pbm_n": pbm.size,
         "tdkg_open": _rate(tdkg > SEALED_MAX), "tdkg_open_n": int((tdkg > SEALED_MAX).sum()), "tdkg_n": tdkg.size,

@@ -44,8 +44,8 @@ from tqdm import tqdm
 from presenter import __version__
 from presenter.errors import UserError
 from presenter.motion.base import FPS, is_rest
-# _reduce is the judge's own per-phone reduction: the distributions plotted are the values it scores.
-from presenter.offline.judge import (BILABIALS, HUMAN_RANGE, OPEN_VOWELS, PAD_FRAMES, SEALED_MAX, STOPS, _reduce,
+# per_phone is the judge's own per-phone reduction: the distributions plotted are the values it scores.
+from presenter.offline.judge import (BILABIALS, HUMAN_RANGE, OPEN_VOWELS, PAD_FRAMES, SEALED_MAX, STOPS, per_phone,
                                      mouth_openings, phonetic_scores)
 from presenter.paths import home
 
@@ -125,7 +125,7 @@ def phone_values(openings: np.ndarray, phones: list[tuple[str, float, float]], f
                  shift: int = 0) -> dict[str, list[float]]:
     """Each phone class's per-phone openings, as the judge reduces them (minimum over a consonant +-1
     frame, mean over a vowel or silence), with each phone looked for `shift` frames later."""
-    return {name: _reduce(openings, phones, fps, shift, members, pad, how).tolist()
+    return {name: per_phone(openings, phones, fps, shift, members, pad, how).tolist()
             for name, (members, pad, how) in PHONE_CLASSES.items()}
 
 
