@@ -59,10 +59,11 @@ def _footage(pack_dir: Path, out: Path) -> Path:
     return out
 
 
-def test_finetune_learns_the_footage_and_the_renderer_uses_it(astronaut_pack: Path, tmp_path: Path,
+def test_finetune_learns_the_footage_and_the_renderer_uses_it(astronaut_pack: Path, tmp_path: Path, speech_wav,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A few steps on a few seconds of footage raise the held-out mouth PSNR, the weights land in
-    PACK/generator (hash-checked, with a report), and the live renderer picks them over the shipped ones."""
+    PACK/generator (hash-checked, with a report), the live renderer picks them over the shipped ones,
+    and the footage's mouth motion becomes the pack's speaking style for the SyncFormer."""
     from presenter.avatar.pack import load_pack
     from presenter.cli import main
     from presenter.render.generator import GeneratorRenderer, pack_weights_dir
@@ -81,6 +82,33 @@ def test_finetune_learns_the_footage_and_the_renderer_uses_it(astronaut_pack: Pa
     frame = r.render(0, np.zeros((468, 3), np.float32) + 0.01)
     assert frame.shape == load_pack(pack).frames[0].shape
     assert not list(pack.glob(".generator*"))                # nothing half-written left beside it
+    # The idle loop's mouth does not talk: no speaking style is stored (the SyncFormer keeps its default).
+    from presenter.avatar.pack import read_speaking_style
+
+    assert report["style_frames"] == 0 and read_speaking_style(load_pack(pack)) is None
+
+
+def test_a_packs_speaking_style_drives_the_live_syncformer(astronaut_pack: Path, tmp_path: Path, speech_wav) -> None:
+    """A speaking style stored in a pack (talking motion, here the SyncFormer's own on real speech,
+    made larger) is what the live pipeline's SyncFormer speaks in: the same speech moves the mouth
+    differently from the default style, and wider."""
+    from presenter.audio.io import read_wav, resample
+    from presenter.avatar.pack import load_pack, read_speaking_style, write_speaking_style
+    from presenter.stream.pipeline import load_pipeline
+
+    pack = tmp_path / "pack"
+    shutil.copytree(astronaut_pack, pack)
+    pcm, rate = read_wav(speech_wav.path)
+    speech = resample(pcm, rate, 16000)[:48000]
+    default = load_pipeline(str(pack), "syncformer", "baseline").new_driver()
+    talking = np.concatenate([default.push(speech), default.flush()])
+    write_speaking_style(pack, 2.0 * talking[np.abs(talking).max(axis=(1, 2)) > 0])
+    assert read_speaking_style(load_pack(pack)).shape[1:] == (468, 3)
+    own = load_pipeline(str(pack), "syncformer", "baseline").new_driver()
+    moved = np.concatenate([own.push(speech), own.flush()])
+    assert np.abs(moved - talking).max() > 1e-3                            # not the default style
+    p99 = [float(np.percentile(np.abs(m), 99)) for m in (moved, talking)]
+    assert p99[0] > p99[1], p99                                           # the larger style moves more
 
 
 def test_finetune_refuses_a_still_without_footage(astronaut_pack: Path) -> None:

@@ -10,6 +10,8 @@ Layout (format version 1):
                     neutral (V, 3) cm; align_<S> (N, 2, 3) frame -> crop transforms for each crop size
     crops_<S>.npz   crops (N, S, S, 3) uint8; mouth_mask, face_mask (N, S, S) uint8 (0..255)
     preview.png     a contact sheet for people
+    speaking_style.npz  optional: motion (T, V, 3) cm of the person's own mouth, from their footage
+                    (`presenter avatar finetune`): the SyncFormer speaks in that style
     styles.npz      optional: the generator's style codes of the reference frames, styles (1, D) float32,
                     and the sha256 of the generator weights they belong to (`weights`); written by
                     `presenter avatar create` or on a generator's first use of the pack
@@ -116,6 +118,29 @@ def write_styles(pack: AvatarPack, weights_sha256: str, styles: np.ndarray) -> b
         log.info("could not store style codes in %s (%s); they are recomputed on each start", pack.root, e)
         return False
     return True
+
+
+SPEAKING_STYLE = "speaking_style.npz"
+
+
+def read_speaking_style(pack: AvatarPack) -> np.ndarray | None:
+    """The person's mouth motion (T, V, 3) cm from their footage (`presenter avatar finetune`), which
+    the SyncFormer's style encoder reads, or None."""
+    try:
+        with np.load(pack.root / SPEAKING_STYLE) as z:
+            return z["motion"].astype(np.float32)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def write_speaking_style(root: Path, motion: np.ndarray) -> None:
+    """Store a speaking style (T, V, 3) cm in the pack folder root, atomically."""
+    tmp = Path(root) / f".{SPEAKING_STYLE}.{os.getpid()}.tmp.npz"
+    try:
+        np.savez_compressed(tmp, motion=np.asarray(motion, np.float16))
+        os.replace(tmp, Path(root) / SPEAKING_STYLE)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_pack(out: Path, manifest: dict[str, Any], frames: np.ndarray, face: dict[str, np.ndarray],

@@ -89,3 +89,10 @@ def neutral_mesh(canons: np.ndarray, *, closed_fraction: float = 0.3) -> np.ndar
     k = max(1, int(round(len(canons) * closed_fraction)))
     closed = np.argsort(mouth_opening_cm(canons), kind="stable")[:k]
     return np.median(canons[closed], axis=0)
+
+
+def motion_from_neutral(canons: np.ndarray) -> np.ndarray:
+    """A person's canonical meshes (N, V, 3) cm -> their motion from their own neutral mesh (N, V, 3):
+    head pose and face shape drop out, how the mouth moves is left (the SyncFormer's style input)."""
+    canons = np.asarray(canons, np.float32)
+    return canons - neutral_mesh(canons)[None]

@@ -228,7 +228,7 @@ def clip_motion(path: Path, *, face_index: int = 0, progress: bool = False,
     clip's own neutral mesh (zeros where no face is seen). Head pose and the person's face shape drop out;
     what is left is how the mouth moves: the SyncFormer's style input and a driver video's motion."""
     from presenter.face.canonical import N_VERTICES
-    from presenter.face.fit import neutral_mesh
+    from presenter.face.fit import motion_from_neutral
     from presenter.offline.faces import track_faces
 
     info = probe_video(path)
@@ -241,7 +241,7 @@ def clip_motion(path: Path, *, face_index: int = 0, progress: bool = False,
                         "face is needed")
     canons = np.stack([f.canon for f in fitted if f is not None])
     motion = np.zeros((len(fitted), N_VERTICES, 3), np.float32)
-    motion[found] = canons - neutral_mesh(canons)[None]
+    motion[found] = motion_from_neutral(canons)
     return motion, found, info.fps
 
 

@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from presenter.avatar.pack import AvatarPack, load_pack
+import numpy as np
+
+from presenter.avatar.pack import AvatarPack, load_pack, read_speaking_style
 from presenter.errors import UserError
 from presenter.face.canonical import LIPS_OUTER
 from presenter.motion.base import FPS, MouthDriver
@@ -74,7 +76,7 @@ def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str =
                         "recreate it with 'presenter avatar create'")
     _one_thread_per_stage()
     kind, the_renderer = make_renderer(renderer, pack)
-    chosen, new_driver = driver_factory(engine)
+    chosen, new_driver = driver_factory(engine, style=read_speaking_style(pack))
     driver_name, driver_label = new_driver.name, new_driver.label
     labels = (the_renderer.synthetic_label, driver_label)
     idle = IdleFrames(the_renderer, pack.n_frames, labels)
@@ -112,8 +114,9 @@ def _one_thread_per_stage() -> None:
     torch.set_num_threads(1)
 
 
-def driver_factory(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
-    """(engine chosen, a factory of per-session drivers with .name and .label)."""
+def driver_factory(engine: str, *, style: np.ndarray | None = None) -> tuple[str, Callable[[], MouthDriver]]:
+    """(engine chosen, a factory of per-session drivers with .name and .label). style: a speaking
+    style's mouth motion (T, V, 3) cm for the SyncFormer (the avatar's own, from its footage); None = the default."""
     from presenter.models.lipsync import default_weights_dir
     from presenter.motion.loudness import LoudnessDriver
 
@@ -139,7 +142,7 @@ def driver_factory(engine: str) -> tuple[str, Callable[[], MouthDriver]]:
         lookahead_s = SyncFormerDriver.lookahead_for(model)
 
         def __call__(self) -> MouthDriver:
-            return SyncFormerDriver(model, encode=encode, step=step)
+            return SyncFormerDriver(model, encode=encode, step=step, reference=style)
 
     return "syncformer", _Factory()
 

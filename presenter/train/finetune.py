@@ -1,10 +1,13 @@
-"""Fast personalisation: fine-tune the generator on one person's footage and store it in their pack.
+"""Fast personalisation: fine-tune the generator on one person's footage and store it in their pack,
+with the person's speaking style (their mouth motion, which the SyncFormer's style encoder reads).
 
 Self-supervised, as the generator was trained: each frame's own fitted mesh (guidance) and the
 frame with its lips masked reconstruct the frame; a reference frame of the same person gives the
 styles. The first 80 % of the footage trains, the last 20 % is held out and scored (mouth PSNR /
 SSIM on the lips mask) before and after. The result goes to PACK/generator, which the renderer
-prefers over the shipped weights (`presenter.render.generator.pack_weights_dir`).
+prefers over the shipped weights (`presenter.render.generator.pack_weights_dir`); the footage's
+mouth motion from the person's own neutral mesh goes to PACK/speaking_style.npz, which the live
+pipeline hands to the SyncFormer as its style reference.
 
     presenter avatar finetune ~/avatars/me --video me-talking.mp4 --minutes 10
 """
@@ -24,9 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from presenter.avatar.pack import AvatarPack, load_pack
+from presenter.avatar.pack import AvatarPack, load_pack, write_speaking_style
 from presenter.errors import UserError
 from presenter.face.align import mouth_window, to_mouth_window, warp_points
+from presenter.face.fit import motion_from_neutral, mouth_opening_cm
 from presenter.face.guidance import render_guidance
 from presenter.paths import home
 from presenter.face.masks import lips_mask
@@ -38,6 +42,7 @@ from presenter.train.generator_data import chw, lip_weight
 log = logging.getLogger(__name__)
 
 HELD_OUT_SHARE = 0.2          # the footage's last frames, never trained on, scored before and after
+MIN_STYLE_RANGE_CM = 0.3     # footage whose lip gap spans less is not speech: its "style" would freeze the mouth
 MIN_FRAMES = 10               # fewer frames cannot be split into training and held-out parts
 FINETUNE = TrainConfig(steps=2000, batch=8, lr=2e-4, w_gan=0.0, gan_start=10 ** 9, val_every=100,
                        ckpt_every=50, val_pairs=64, log_every=10)
@@ -84,6 +89,7 @@ class FinetuneReport:
     before: dict[str, float]   # held-out mouth PSNR (dB) / SSIM with the starting weights
     after: dict[str, float]    # the same with the fine-tuned weights
     weights: str               # where they were stored
+    style_frames: int          # footage frames whose mouth motion became the pack's speaking style (0: none)
 
 
 @torch.no_grad()
@@ -99,6 +105,12 @@ def score(g: Generator, pairs: FramePairs, batch: int = 16) -> dict[str, float]:
         psnr.append(p)
         ssim.append(s)
     return {"psnr": round(float(torch.cat(psnr).mean()), 3), "ssim": round(float(torch.cat(ssim).mean()), 4)}
+
+
+def _talks(canons: np.ndarray) -> bool:
+    """Does the footage's mouth move like speech (its inner-lip gap spans MIN_STYLE_RANGE_CM or more)?"""
+    p5, p95 = np.percentile(mouth_opening_cm(canons), [5, 95])
+    return bool(p95 - p5 >= MIN_STYLE_RANGE_CM)
 
 
 def split_frames(n: int) -> tuple[list[int], list[int]]:
@@ -130,6 +142,7 @@ def finetune(pack_dir: Path, *, video: Path | None = None, minutes: float = 10.0
             raise UserError(f"{pack_dir} was made from a still image: its frames hold one mouth at rest, "
                             "nothing to learn from. Pass --video with footage of the person talking")
         trained, held = split_frames(footage.n_frames)
+        speaking_style = motion_from_neutral(footage.face["canon"])
         refs = [r for r in footage.reference_indices if r in trained] or trained[:1]
         train_pairs, held_pairs = FramePairs(footage, trained, refs), FramePairs(footage, held, refs)
         start = load_generator(start_dir)
@@ -151,7 +164,15 @@ def finetune(pack_dir: Path, *, video: Path | None = None, minutes: float = 10.0
             f"(last {len(held)}): mouth PSNR {before['psnr']} -> {after['psnr']} dB, "
             f"SSIM {before['ssim']} -> {after['ssim']}.\n")
     _store(g, out, card)
-    report = FinetuneReport(len(trained), len(held), step, round(elapsed, 2), before, after, str(out))
+    talks = _talks(footage.face["canon"])
+    if talks:
+        write_speaking_style(pack.root, speaking_style)
+    else:
+        log.warning("the footage's mouth hardly moves (inner-lip gap p95 - p5 under %.1f cm): its speaking style "
+                    "is not stored, the SyncFormer keeps its default; footage of the person talking gives theirs",
+                    MIN_STYLE_RANGE_CM)
+    report = FinetuneReport(len(trained), len(held), step, round(elapsed, 2), before, after, str(out),
+                            len(speaking_style) if talks else 0)
     (out / "finetune.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
 
