@@ -339,7 +339,7 @@ EXTRAS = {
     "prometheus_client": ("serve",), "sounddevice": ("serve",), "pyvirtualcam": ("serve",),
     "torch": ("train", "serve"), "pocketsphinx": ("train",), "openvino": ("train",), "dlib": ("train",),
     "pytorch_msssim": ("train",), "onnx": ("onnx",), "onnxruntime": ("onnx", "serve"), "tensorrt": ("tensorrt",),
-    "playwright": ("dev",),
+    "playwright": ("dev",), "ray": ("ray",),
 }
 COMMAND_EXTRA = {"live": "serve", "bench": "serve", "train": "train", "data": "train", "avatar": "train",
                  "export": "onnx", "lipsync": "serve", "swap": "serve"}

@@ -31,7 +31,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   pip install -q --upgrade pip
   # torch is pinned exactly: an open range pulls a multi-GB CUDA build (DESIGN.md section 6).
   pip install -q "torch==2.13.0"
-  pip install -q -e ".[train,serve,onnx,dev,pipecat,livekit]"
+  pip install -q -e ".[train,serve,onnx,dev,pipecat,livekit,ray]"
   # Their declared dependencies are stale or heavy (jupyter, gdown, opencv-python, a hub client):
   # face data, and faster-whisper only as the tests' reference log-mel.
   pip install -q --no-deps random-face==2021.7.21.1 face-recognition-models==0.3.0 faster-whisper==1.2.1

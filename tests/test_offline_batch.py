@@ -14,17 +14,21 @@ from presenter.cli import main
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
 
 
-@pytest.mark.skipif(not SPEECH.exists(), reason="pocketsphinx-testdata is not installed")
-def test_batch_reports_failures_and_resumes(tmp_path: Path, astronaut: np.ndarray,
-                                            capsys: pytest.CaptureFixture, one_torch_thread) -> None:
-    video = tmp_path / "face.mp4"
-    with av.open(str(video), "w") as c:
+def write_face_video(path: Path, face: np.ndarray) -> None:
+    """A 1 s, 25 fps, 256 px H.264 video of a still RGB face."""
+    with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
-        frame = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+        frame = cv2.resize(face, (256, 256), interpolation=cv2.INTER_AREA)
         for _ in range(25):
             c.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         c.mux(s.encode(None))
+
+
+@pytest.mark.skipif(not SPEECH.exists(), reason="pocketsphinx-testdata is not installed")
+def test_batch_reports_failures_and_resumes(tmp_path: Path, astronaut: np.ndarray,
+                                            capsys: pytest.CaptureFixture, one_torch_thread) -> None:
+    write_face_video(tmp_path / "face.mp4", astronaut)
     (tmp_path / "jobs.csv").write_text(f"face,audio,output\nface.mp4,{SPEECH},first.mp4\n"
                                        "face.mp4,missing.wav,second.mp4\n")
     out = tmp_path / "out"

@@ -10,7 +10,9 @@ JOBS.csv has a header row; columns (relative paths are taken from the CSV's fold
 A row whose output exists is skipped: outputs are written atomically, so an existing one is complete and
 an interrupted batch resumes where it stopped. A row that fails (bad file, no face...) is reported and
 the others go on. With workers > 1 rows run in a process pool (each job already keeps two cores busy:
-one worker per two cores, `default_workers`, is the sensible size).
+one worker per two cores, `default_workers`, is the sensible size). With a Ray address rows run as Ray
+tasks (`run_on_ray`), each the same `run_row` and asking for two CPUs; their inputs and OUT_DIR must be
+paths every worker sees.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import csv
 import logging
 import multiprocessing
 import os
+import socket
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +32,8 @@ from presenter.errors import UserError
 log = logging.getLogger(__name__)
 
 COLUMNS = ("face", "audio", "driver", "style", "output")
+CPUS_PER_JOB = 2                    # a job keeps about two cores busy (the driver's and the encoder's threads)
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # rows pass paths and outcomes, not frames: a small store will do
 
 
 @dataclass(frozen=True)
@@ -104,14 +109,71 @@ def run_row(row: Row, engine: str, renderer: str) -> Outcome:
 
 def default_workers() -> int:
     """Jobs at once: one per two cores (a job keeps about two busy), at least one."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(1, (os.cpu_count() or CPUS_PER_JOB) // CPUS_PER_JOB)
+
+
+def _connect_ray(address: str) -> None:
+    """ray.init for --ray ADDRESS ("local" starts a cluster sized to this machine); UserError when ray is
+    missing or nothing answers at the address."""
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise UserError("--ray needs ray, which is not installed: pip install 'presenter[ray]'") from None
+    if address == "local":
+        # at least one job's worth of CPUs, or a one-core machine could never schedule a row
+        ray.init(num_cpus=max(os.cpu_count() or 1, CPUS_PER_JOB), object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                 include_dashboard=False, logging_level=logging.WARNING)
+        return
+    if address != "auto":
+        # ray.init retries an address where nothing listens for minutes: knock first
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, ValueError) as e:
+            raise UserError(f"--ray {address}: no Ray cluster answers there ({e}); give the head's host:port "
+                            "(ray://host:10001 for Ray Client), 'auto' on a cluster node, or 'local'") from None
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as e:
+        raise UserError(f"--ray {address}: cannot connect to a Ray cluster ({e}); start one with 'ray start "
+                        "--head', or give --ray local") from None
+
+
+def run_on_ray(rows: list[Row], out_dir: Path, engine: str, renderer: str, address: str) -> list[Outcome]:
+    """Each row as one Ray task running `run_row`, outcomes in row order; a task that dies (its worker
+    killed, out of memory...) is that row's failure. out_dir is made once connected. Disconnects (and stops
+    a local cluster) at the end."""
+    _connect_ray(address)
+    import ray
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        task = ray.remote(num_cpus=CPUS_PER_JOB)(run_row)
+        pending = {task.remote(row, engine, renderer): row for row in rows}
+        done: dict[int, Outcome] = {}
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            row = pending.pop(ref)
+            try:
+                done[row.number] = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                done[row.number] = Outcome(row, "failed", f"{type(e).__name__}: {e}", 0.0)
+            log.info("row %d/%d: %s", row.number, len(rows), done[row.number].status)
+        return [done[row.number] for row in rows]
+    finally:
+        ray.shutdown()
 
 
 def run_batch(jobs: Path, out_dir: Path, *, engine: str = "auto", renderer: str = "auto",
-              workers: int = 1) -> list[Outcome]:
-    """Every row of a jobs CSV into out_dir (made if missing), in row order of the outcomes."""
+              workers: int = 1, ray_address: str | None = None) -> list[Outcome]:
+    """Every row of a jobs CSV into out_dir (made if missing), in row order of the outcomes: in this process,
+    a pool of `workers`, or as Ray tasks on the cluster at ray_address (see `run_on_ray`)."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    if ray_address is not None:
+        # absolute paths: a Ray worker does not run in this process's folder
+        rows = read_jobs(jobs.absolute(), out_dir.absolute())
+        return run_on_ray(rows, out_dir, engine, renderer, ray_address)
     rows = read_jobs(jobs, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if workers == 1:

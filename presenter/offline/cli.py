@@ -33,18 +33,22 @@ def _lipsync_batch(args: argparse.Namespace) -> None:
     import time
 
     from presenter.errors import UserError
-    from presenter.offline.batch import run_batch, summary
+    from presenter.offline.batch import default_workers, run_batch, summary
 
     if any(v is not None for v in (args.face, args.audio, args.driver, args.style)):
         raise UserError("--batch takes the faces, speech, drivers and styles from the CSV's columns; "
                         "drop --face/--audio/--driver/--style")
+    if args.ray is not None and args.workers is not None:
+        raise UserError(f"--ray {args.ray} runs each row as a Ray task and the cluster sizes them; drop --workers")
+    workers = default_workers() if args.workers is None else args.workers
     resolved = {"batch": str(args.batch), "output_dir": str(args.output), "engine": args.engine,
-                "renderer": args.renderer, "workers": args.workers}
+                "renderer": args.renderer, "workers": None if args.ray else workers, "ray": args.ray}
     sys.stdout.write(json.dumps(resolved) + "\n")
     if args.dry_run:
         return
     t0 = time.monotonic()
-    outcomes = run_batch(args.batch, args.output, engine=args.engine, renderer=args.renderer, workers=args.workers)
+    outcomes = run_batch(args.batch, args.output, engine=args.engine, renderer=args.renderer, workers=workers,
+                         ray_address=args.ray)
     sys.stdout.write(summary(outcomes, time.monotonic() - t0) + "\n")
     failed = [o.row.number for o in outcomes if o.status == "failed"]
     if failed:
@@ -84,7 +88,8 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
                     "  presenter lipsync --face group.mp4 --face-index 1 --audio line.wav -o second-person.mp4\n"
                     "  presenter lipsync --face talk.mp4 --audio dub.wav --style lively.mp4 -o lively.mp4\n"
                     "  presenter lipsync --face portrait.jpg --driver someone-talking.mp4 -o follows.mp4\n"
-                    "  presenter lipsync --batch jobs.csv -o dubbed/        # rerun to resume")
+                    "  presenter lipsync --batch jobs.csv -o dubbed/        # rerun to resume\n"
+                    "  presenter lipsync --batch jobs.csv -o dubbed/ --ray local")
     p.add_argument("--face", type=Path, default=None,
                    help="video (any container/codec PyAV reads) or image (PNG, JPEG, ...) of the face to dub")
     p.add_argument("--audio", type=Path, default=None,
@@ -97,11 +102,14 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
     p.add_argument("--batch", type=Path, default=None,
                    help="CSV of jobs, one per row (columns face, audio or driver, optional style and output); "
                         "finished rows are skipped, failed ones reported, a table printed at the end")
-    from presenter.offline.batch import default_workers
-
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=int, default=None,
                    help="with --batch: jobs at once, in a process pool when more than one (default: one per two "
                         "cores; each job keeps about two busy)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="with --batch: run each row as a Ray task (needs 'presenter[ray]') on the cluster at "
+                        "ADDRESS: 'auto' (a cluster this machine belongs to), 'host:6379' or 'ray://host:10001', "
+                        "or 'local' to start one sized to this machine; workers must see the CSV's paths "
+                        "(default: no Ray, a local process pool)")
     p.add_argument("--engine", default=d.engine, choices=ENGINES,
                    help="mouth driver, as the live server's --engine (same default): syncformer = the shipped "
                         "Style-SyncFormer, baseline = loudness (no learning)")
