@@ -85,6 +85,8 @@ def test_ray_refusals(tmp_path: Path, capsys: pytest.CaptureFixture, no_ray_left
     assert "drop --workers" in capsys.readouterr().err
     assert main([*args, "--ray", "127.0.0.1:1"]) == 2          # port 1: nothing listens
     assert "no Ray cluster answers there" in capsys.readouterr().err
+    assert main([*args, "--ray", "headnode"]) == 2               # no port
+    assert "give HOST:PORT" in capsys.readouterr().err
     r = subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, "ray", *args, "--ray", "local"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]

@@ -127,16 +127,19 @@ def _connect_ray(address: str) -> None:
     if address != "auto":
         # ray.init retries an address where nothing listens for minutes: knock first
         host, _, port = address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"--ray {address}: give HOST:PORT, ray://HOST:PORT, 'auto' or 'local'")
         try:
             socket.create_connection((host, int(port)), timeout=5).close()
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise UserError(f"--ray {address}: no Ray cluster answers there ({e}); give the head's host:port "
                             "(ray://host:10001 for Ray Client), 'auto' on a cluster node, or 'local'") from None
     try:
         ray.init(address=address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError) as e:
         raise UserError(f"--ray {address}: cannot connect to a Ray cluster ({e}); start one with 'ray start "
-                        "--head', or give --ray local") from None
+                        "--head', or give --ray local; a cluster with token authentication (Ray's default) needs "
+                        "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token here") from None
 
 
 def run_on_ray(rows: list[Row], out_dir: Path, engine: str, renderer: str, address: str) -> list[Outcome]:
