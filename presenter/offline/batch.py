@@ -32,7 +32,7 @@ from presenter.errors import UserError
 log = logging.getLogger(__name__)
 
 COLUMNS = ("face", "audio", "driver", "style", "output")
-CPUS_PER_JOB = 2                    # a job keeps about two cores busy (the driver's and the encoder's threads)
+CPUS_PER_JOB = 2                    # a job keeps about two cores busy: the pool size and a Ray task's request
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # rows pass paths and outcomes, not frames: a small store will do
 
 
