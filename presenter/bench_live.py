@@ -76,6 +76,7 @@ class LiveRun:
     engine: str
     driver: str
     renderer: str
+    encoder: str                        # the SyncFormer's speech encoder precision / frames per call, e.g. "fp32/1"
     audio_s: float                      # speech pushed
     wall_s: float                       # first to last frame
     steady_s: float                     # wall time past the warm-up second (CPU is counted over it)
@@ -179,11 +180,12 @@ async def _run_stream(pipeline, speech: np.ndarray, *, workers: int,
 
 
 def bench_stream(*, avatar: str = "default", engine: str = "auto", seconds: float = 30.0, workers: int = 2,
-                 encode: bool = True) -> LiveRun:
-    """One live session without the network: real speech in real time -> LiveRun."""
+                 encode: bool = True, encoder: tuple[str, int] = ("fp32", 1)) -> LiveRun:
+    """One live session without the network: real speech in real time -> LiveRun. encoder: the
+    SyncFormer's speech encoder (precision, frames per call)."""
     from presenter.stream.pipeline import load_pipeline
 
-    pipeline = load_pipeline(avatar, engine)
+    pipeline = load_pipeline(avatar, engine, encoder=encoder[0], encoder_every=encoder[1])
     speech = real_speech(seconds)
     load0 = os.getloadavg()
     rows, stats, wall, cpu = asyncio.run(_run_stream(pipeline, speech, workers=workers, encode=encode))
@@ -199,7 +201,7 @@ def bench_stream(*, avatar: str = "default", engine: str = "auto", seconds: floa
     audio_s = len(speech) / MIC_RATE
     return LiveRun(
         engine=pipeline.engine, driver=pipeline.driver_name, renderer=pipeline.renderer.name,
-        audio_s=audio_s, wall_s=float(t[-1] - t[0]), steady_s=wall, frames=len(rows),
+        encoder=f"{encoder[0]}/{encoder[1]}" if pipeline.engine == "syncformer" else "-", audio_s=audio_s, wall_s=float(t[-1] - t[0]), steady_s=wall, frames=len(rows),
         fps=float((len(ts) - 1) / (ts[-1] - ts[0])) if len(ts) > 1 else 0.0,
         gap_p95_ms=float(np.percentile(gaps_ms, 95)), gap_max_ms=float(gaps_ms.max()),
         reused=stats["reused"], late_poses=stats["late_poses"], degraded=stats["degraded"],
@@ -294,8 +296,9 @@ def _table(title: str, run) -> None:
 
 
 def run_live_bench(*, avatar: str, engine: str, seconds: float, workers: int, browser: bool, encode: bool,
-                   json_path: Path | None) -> dict:
-    """Run the stream bench (and the browser call if asked), print the tables, write the JSON."""
+                   json_path: Path | None, encoders: list[tuple[str, int]] | None = None) -> dict:
+    """Run the stream bench once per speech-encoder setting (default fp32/1), and the browser call if
+    asked; print the tables, write the JSON ("stream": the first setting's run, "streams": all)."""
     from dataclasses import asdict
 
     if seconds < 3:
@@ -303,9 +306,13 @@ def run_live_bench(*, avatar: str, engine: str, seconds: float, workers: int, br
     out: dict = {"machine": {"cores": os.cpu_count(), "loadavg_start": os.getloadavg()},
                  "options": {"avatar": avatar, "engine": engine, "seconds": seconds, "workers": workers,
                              "encode": encode, "browser": browser}}
-    run = bench_stream(avatar=avatar, engine=engine, seconds=seconds, workers=workers, encode=encode)
-    out["stream"] = asdict(run)
-    _table(f"live session without network, {seconds:.0f} s of read speech", run)
+    runs = []
+    for setting in encoders or [("fp32", 1)]:
+        run = bench_stream(avatar=avatar, engine=engine, seconds=seconds, workers=workers, encode=encode,
+                           encoder=setting)
+        runs.append(asdict(run))
+        _table(f"live session without network, {seconds:.0f} s of read speech, encoder {run.encoder}", run)
+    out["stream"], out["streams"] = runs[0], runs
     if browser:
         b = bench_browser(avatar=avatar, engine=engine, seconds=seconds)
         out["browser"] = asdict(b)

@@ -66,7 +66,19 @@ def _cmd_bench_live(args: argparse.Namespace) -> None:
     from presenter.bench_live import run_live_bench
 
     run_live_bench(avatar=args.avatar, engine=args.engine, seconds=args.seconds, workers=args.workers,
-                   browser=args.browser, encode=not args.no_encode, json_path=args.json)
+                   browser=args.browser, encode=not args.no_encode, json_path=args.json,
+                   encoders=[_encoder_option(e) for e in args.encoder])
+
+
+def _encoder_option(text: str) -> tuple[str, int]:
+    """'int8' or 'int8/2' -> (precision, frames per call)."""
+    from presenter.errors import UserError
+
+    precision, _, every = text.partition("/")
+    if precision not in ("fp32", "int8") or every not in ("", "1", "2"):
+        raise UserError(f"--encoder {text!r}: give PRECISION[/EVERY] with PRECISION fp32 or int8 and EVERY 1 or 2, "
+                        "e.g. fp32 or int8/2")
+    return precision, int(every or 1)
 
 
 def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
@@ -99,11 +111,15 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
                                      "concealed audio, server CPU).\n\n"
                                      "Examples:\n  presenter bench live\n"
                                      "  presenter bench live --seconds 60 --json ~/bench-live.json\n"
-                                     "  presenter bench live --engine baseline --browser --seconds 20")
+                                     "  presenter bench live --engine baseline --browser --seconds 20\n"
+                                     "  presenter bench live --encoder fp32 --encoder int8 --encoder int8/2")
     lv.add_argument("--engine", default="auto", choices=ENGINES, help="speech-to-face engine")
     lv.add_argument("--avatar", default="default", help="'default' or an avatar pack folder")
     lv.add_argument("--seconds", type=float, default=30.0, help="seconds of speech pushed (and of the browser call)")
     lv.add_argument("--workers", type=int, default=2, help="worker threads for motion and rendering, as the server's")
+    lv.add_argument("--encoder", action="append", default=None, metavar="PRECISION[/EVERY]",
+                    help="the SyncFormer's speech encoder: fp32 or int8, and frames per encoder call (/1 or /2); "
+                         "repeat to compare settings side by side in one run (default: fp32/1, the server's default)")
     lv.add_argument("--no-encode", action="store_true", help="skip the VP8/Opus encode of each frame")
     lv.add_argument("--browser", action="store_true", help="also a loopback call from Chromium to the server")
     lv.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")

@@ -43,6 +43,12 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--renderer", default=d.renderer, choices=RENDERERS,
                    help="face renderer: auto = the trained generator when its weights are installed, "
                         "else the baseline warp renderer")
+    p.add_argument("--encoder", default=d.encoder, choices=("fp32", "int8"),
+                   help="the SyncFormer's speech encoder precision: int8 takes about 40%% less CPU (docs/live.md "
+                        "measures its lips)")
+    p.add_argument("--encoder-every", type=int, default=d.encoder_every, choices=(1, 2),
+                   help="frames per speech-encoder call: 2 halves the encoder's CPU and adds one frame (40 ms) of "
+                        "audio delay")
     p.add_argument("--max-sessions", type=int, default=d.max_sessions,
                    help="presenter and WHIP sessions at once; more are refused with 503 + Retry-After")
     p.add_argument("--max-viewers", type=int, default=d.max_viewers, help="receive-only viewers at once")
@@ -68,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> "ServerConfig":
         log.warning("no --token given for --host %s: generated one; open http://%s:%d/?token=%s",
                     args.host, args.host, args.port, token)
     cfg = ServerConfig(host=args.host, port=args.port, avatar=args.avatar, engine=args.engine, renderer=args.renderer,
+                       encoder=args.encoder, encoder_every=args.encoder_every,
                        max_sessions=args.max_sessions, max_viewers=args.max_viewers, token=token,
                        workers=args.workers, worker_id=args.worker_id,
                        buffer_s=None if args.buffer_ms is None else args.buffer_ms / 1000.0)

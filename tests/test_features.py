@@ -36,13 +36,17 @@ def encode() -> Encode:
     return torch_encode()
 
 
-def stream(audio: np.ndarray, cfg: FeatureConfig, encode: Encode, chunk_sizes: list[int]) -> np.ndarray:
-    """Feed `audio` through StreamingFeatures in chunks of the given sizes (cycled), then flush."""
-    s = StreamingFeatures(cfg, encode=encode)
+def stream(audio: np.ndarray, cfg: FeatureConfig, encode: Encode, chunk_sizes: list[int], every: int = 1,
+           ready: list[int] | None = None) -> np.ndarray:
+    """Feed `audio` through StreamingFeatures in chunks of the given sizes (cycled), then flush.
+    ready: if given, gets the count of frames out after each push."""
+    s = StreamingFeatures(cfg, encode=encode, every=every)
     out, i, k = [], 0, 0
     while i < len(audio):
         n = chunk_sizes[k % len(chunk_sizes)]
         out.append(s.push(audio[i:i + n]))
+        if ready is not None:
+            ready.append(s.next_frame)
         i, k = i + n, k + 1
     out.append(s.flush())
     return np.concatenate(out)
@@ -59,6 +63,30 @@ def test_streaming_equals_offline(speech: np.ndarray, encode: Encode, offline: n
     """Any chunking of the stream gives bit-identical features to features_for_clip, ceil(S / 640) frames."""
     assert offline.shape == (-(-len(speech) // 640), 768)
     np.testing.assert_array_equal(stream(speech, FeatureConfig(), encode, chunks), offline)
+
+
+def test_one_encoder_call_per_two_frames(speech: np.ndarray, encode: Encode, offline: np.ndarray) -> None:
+    """every=2: half the encoder calls; streaming (any chunking) equals offline; a group's last frame
+    has the every=1 features, the first one comes from the same window a hop earlier (so it differs),
+    and frames only come out in whole groups until the flush."""
+    calls = []
+
+    def counted(mel: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return encode(mel)
+
+    two = features_for_clip(speech, FeatureConfig(), encode=counted, every=2)
+    assert len(calls) == -(-len(offline) // 2)
+    for chunks in ([1, 159, 5000], [640], [100_000]):
+        ready: list[int] = []
+        np.testing.assert_array_equal(stream(speech, FeatureConfig(), encode, chunks, every=2, ready=ready), two)
+        assert all(n % 2 == 0 for n in ready)
+    # (the log-mels of a different set of windows share STFT columns differently: float rounding only)
+    np.testing.assert_allclose(two[1::2], offline[1::2], atol=1e-4)
+    assert not np.allclose(two[0::2], offline[0::2], atol=1e-3)
+    # The first of a group is the same encoder output a hop earlier in the window: close to, not equal to, its own.
+    corr = [np.corrcoef(a, b)[0, 1] for a, b in zip(two[0::2], offline[0::2])]
+    assert np.median(corr) > 0.8, np.median(corr)
 
 
 def test_frame_depends_on_at_most_the_lookahead(speech: np.ndarray, encode: Encode) -> None:

@@ -154,10 +154,26 @@ class WindowMels:
         return self._cols[:, :c_to - c_from]
 
 
-def _window_features(mels: np.ndarray, cfg: FeatureConfig, encode: Encode,
-                     skip: np.ndarray | None = None, silence: np.ndarray | None = None) -> np.ndarray:
-    """Log-mels of the K windows not flagged in skip (K,) bool, (K', 80, window / 10 ms) ->
-    features (K, F); flagged windows get `silence` (F,) and no encoder call.
+def _encoded_frames(frames: np.ndarray, skip: np.ndarray, every: int) -> np.ndarray:
+    """Positions (k,) into frames (K,) whose windows the encoder runs on: the last frame of each
+    group of `every` (by absolute frame index // every) that has a frame not skipped."""
+    last = np.r_[frames[1:] // every != frames[:-1] // every, True]            # last of its group in frames
+    group = np.cumsum(np.r_[0, last[:-1]])                                       # group number per position
+    needed = np.zeros(group[-1] + 1, bool) if len(frames) else np.zeros(0, bool)
+    np.logical_or.at(needed, group, ~skip)
+    return np.flatnonzero(last & needed[group])
+
+
+def _window_features(mels: np.ndarray, frames: np.ndarray, cfg: FeatureConfig, encode: Encode,
+                     skip: np.ndarray | None = None, silence: np.ndarray | None = None, every: int = 1) -> np.ndarray:
+    """Features (K, F) of consecutive frames (K,) (absolute indices); flagged frames in skip (K,) bool
+    get `silence` (F,). mels (k, 80, window / 10 ms) are the windows at `_encoded_frames` positions.
+
+    every: frames are taken in groups of this many (by absolute index, so any chunking agrees),
+    and one encoder call on the window of a group's last frame gives the features of all of
+    them: frame t - j takes the encoder frames j hops earlier in that window, so it sees j hops
+    more look-ahead than `cfg.lookahead_s` and is ready j frames later (`SyncFormerDriver` adds
+    that to its look-ahead). every=1 is the window per frame the models were trained on.
 
     One encoder call per window (batch 1), in both the offline and the streaming path: batched
     matmuls round differently with the batch size, and one window at a time makes the two paths
@@ -166,19 +182,27 @@ def _window_features(mels: np.ndarray, cfg: FeatureConfig, encode: Encode,
     """
     first = cfg.left_pad_samples // ENCODER_HOP               # encoder frame centred at the span's start
     n = cfg.hop_samples // ENCODER_HOP
-    skip = np.zeros(len(mels), bool) if skip is None else skip
-    out = np.zeros((len(skip), cfg.feat_dim), np.float32)
+    if first < (every - 1) * n:
+        raise UserError(f"every={every}: the window holds only {first // n} frames before the last one's span")
+    skip = np.zeros(len(frames), bool) if skip is None else skip
+    out = np.zeros((len(frames), cfg.feat_dim), np.float32)
     out[skip] = silence
-    for i, mel in zip(np.flatnonzero(~skip), mels, strict=True):
-        own = encode(mel[None])[0, first:first + n]               # (n, 384) of (window / 320, 384)
-        out[i] = own.reshape(-1) if cfg.pool == "concat" else own.mean(axis=0)
+    encoded = _encoded_frames(frames, skip, every)
+    for p, mel in zip(encoded, mels, strict=True):
+        enc = encode(mel[None])[0]                                # (window / 320, 384)
+        for q in range(p, -1, -1):
+            if frames[q] // every != frames[p] // every:
+                break
+            if not skip[q]:
+                own = enc[first - (p - q) * n:first - (p - q) * n + n]
+                out[q] = own.reshape(-1) if cfg.pool == "concat" else own.mean(axis=0)
     return out
 
 
 def features_for_clip(audio16k: np.ndarray, cfg: FeatureConfig, *, n_frames: int | None = None,
-                      encode: Encode | None = None, impl: str = "fast") -> np.ndarray:
+                      encode: Encode | None = None, impl: str = "fast", every: int = 1) -> np.ndarray:
     """Audio (S,) float32 16 kHz -> features (T, F); T = n_frames, default ceil(S / hop).
-    impl: the window log-mels' implementation (`WindowMels`).
+    impl: the window log-mels' implementation (`WindowMels`); every: see `_window_features`.
 
     Frames whose window runs past the audio see zeros there, as `StreamingFeatures.flush` gives.
     """
@@ -192,13 +216,15 @@ def features_for_clip(audio16k: np.ndarray, cfg: FeatureConfig, *, n_frames: int
     padded = np.zeros(pad + max(len(audio16k), (T - 1) * hop + window), np.float32)
     padded[pad:pad + len(audio16k)] = audio16k
     padded = padded[: (T - 1) * hop + window]
-    mels = WindowMels(window, impl=impl)(padded, 0, np.arange(T) * hop)          # (T, 80, window / 160)
-    return _window_features(mels, cfg, encode or default_encode())
+    frames = np.arange(T)
+    encoded = _encoded_frames(frames, np.zeros(T, bool), every)
+    mels = WindowMels(window, impl=impl)(padded, 0, frames[encoded] * hop)       # (k, 80, window / 160)
+    return _window_features(mels, frames, cfg, encode or default_encode(), every=every)
 
 
 def silence_features(cfg: FeatureConfig, encode: Encode) -> np.ndarray:
     """(F,) features of a window of digital silence."""
-    return _window_features(log_mel(np.zeros(cfg.window_samples, np.float32))[None], cfg, encode)[0]
+    return _window_features(log_mel(np.zeros(cfg.window_samples, np.float32))[None], np.zeros(1, int), cfg, encode)[0]
 
 
 class StreamingFeatures:
@@ -210,10 +236,12 @@ class StreamingFeatures:
 
     def __init__(self, cfg: FeatureConfig, *, encode: Encode | None = None,
                  skip: Callable[[np.ndarray], np.ndarray] | None = None, silence: np.ndarray | None = None,
-                 impl: str = "fast") -> None:
+                 impl: str = "fast", every: int = 1) -> None:
         """skip: frame indices (k,) -> (k,) bool, frames whose encoder call may be saved (silence);
-        they get `silence` (F,) instead (default: `silence_features`). impl: see `WindowMels`."""
-        self.cfg = cfg
+        they get `silence` (F,) instead (default: `silence_features`). impl: see `WindowMels`.
+        every: one encoder call per group of this many frames (`_window_features`); a frame then
+        comes out when its group's last frame is ready."""
+        self.cfg, self.every = cfg, every
         self._mels = WindowMels(cfg.window_samples, impl=impl)
         self._encode = encode or default_encode()
         self._skip = skip
@@ -247,12 +275,16 @@ class StreamingFeatures:
         k = max(0, (len(self._buf) - window) // hop + 1)
         if limit is not None:
             k = min(k, limit)
+        else:
+            k -= (self.next_frame + k) % self.every             # whole groups only, until the flush
         if k == 0:
             return np.zeros((0, self.cfg.feat_dim), np.float32)
         start = self.next_frame * hop                        # absolute (padded) sample of _buf[0]
-        skip = np.zeros(k, bool) if self._skip is None else self._skip(np.arange(self.next_frame, self.next_frame + k))
-        mels = self._mels(self._buf, start, (start + np.arange(k) * hop)[~skip])   # (k', 80, window / 160)
-        feats = _window_features(mels, self.cfg, self._encode, skip, self._silence)
+        frames = np.arange(self.next_frame, self.next_frame + k)
+        skip = np.zeros(k, bool) if self._skip is None else self._skip(frames)
+        encoded = _encoded_frames(frames, skip, self.every)
+        mels = self._mels(self._buf, start, start + encoded * hop)                # (k', 80, window / 160)
+        feats = _window_features(mels, frames, self.cfg, self._encode, skip, self._silence, self.every)
         self._buf = self._buf[k * hop:]
         self.next_frame += k
         return feats

@@ -34,6 +34,9 @@ SILENCE_MARGIN_S = 0.15    # speech this close before a frame still runs the mod
 # mouth comes one frame after the voice: offset +1 at lead 0, 0 at lead 1 (p/b/m sealed 0.74 ->
 # 0.79, labial AUC 0.81 -> 0.80), -1 at lead 2. The lead costs one frame of look-ahead.
 POSE_LEAD_FRAMES = 1
+# One speech-encoder call per this many frames (`presenter.audio.features._window_features`): the
+# encoder is the driver's largest cost; each extra frame per call adds a frame of look-ahead.
+ENCODER_EVERY = 1
 
 
 class SyncFormerDriver:
@@ -47,18 +50,22 @@ class SyncFormerDriver:
 
     def __init__(self, model: LipSyncModel | None = None, *, encode: Encode | None = None,
                  reference: np.ndarray | None = None, skip_silence: bool = True,
-                 lead_frames: int = POSE_LEAD_FRAMES, step: Engine | None = None) -> None:
+                 lead_frames: int = POSE_LEAD_FRAMES, step: Engine | None = None,
+                 encoder_every: int = ENCODER_EVERY) -> None:
         """skip_silence: save the model's work where webrtcvad hears no speech (see the module
         docstring); False runs it on every frame, as offline evaluation does. lead_frames: frame k
         gets the model's output for frame k + lead_frames (see POSE_LEAD_FRAMES). step: the
         SyncFormer's streaming step on an engine (`open_engine("syncformer")`, ONNX Runtime: 2-5x
-        faster than torch here, docs/performance.md) for this model's weights; None runs the torch module."""
+        faster than torch here, docs/performance.md) for this model's weights; None runs the torch module.
+        encoder_every: one speech-encoder call per this many frames (see ENCODER_EVERY)."""
         self.model = model if model is not None else load_lipsync()
         self._engine = step
         if lead_frames < 0:
             raise ValueError(f"lead_frames must be >= 0, got {lead_frames}")
-        self.lead_frames = lead_frames
-        self.lookahead_s = self.lookahead_for(self.model, lead_frames)
+        if encoder_every < 1:
+            raise ValueError(f"encoder_every must be >= 1, got {encoder_every}")
+        self.lead_frames, self.encoder_every = lead_frames, encoder_every
+        self.lookahead_s = self.lookahead_for(self.model, lead_frames, encoder_every)
         if encode is None:
             from presenter.engines.onnxruntime import whisper_encode
             encode = whisper_encode(1)
@@ -69,10 +76,11 @@ class SyncFormerDriver:
         self.reset()
 
     @staticmethod
-    def lookahead_for(model: LipSyncModel, lead_frames: int = POSE_LEAD_FRAMES) -> float:
-        """Audio needed beyond a frame's end before its pose comes out: the features' look-ahead
-        plus the lead."""
-        return model.feat_cfg.lookahead_s + lead_frames * model.feat_cfg.hop_s
+    def lookahead_for(model: LipSyncModel, lead_frames: int = POSE_LEAD_FRAMES,
+                      encoder_every: int = ENCODER_EVERY) -> float:
+        """Audio needed beyond a frame's end before its pose comes out: the features' look-ahead,
+        the lead, and the frames an encoder call waits for."""
+        return model.feat_cfg.lookahead_s + (lead_frames + encoder_every - 1) * model.feat_cfg.hop_s
 
     def set_style(self, reference: np.ndarray | None) -> None:
         """Speak in the style of a reference clip's displacements (T, V, 3) cm; None = the default style."""
@@ -88,7 +96,7 @@ class SyncFormerDriver:
 
     def _new_utterance(self) -> None:
         self._features = StreamingFeatures(self.model.feat_cfg, encode=self._encode, skip=self._silent,
-                                           silence=self._silence)
+                                           silence=self._silence, every=self.encoder_every)
         self._vad = Vad()
         self._voiced = np.zeros(0, bool)   # webrtcvad decisions (20 ms each) from decision _voiced_base on
         self._voiced_base = 0

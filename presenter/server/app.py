@@ -20,6 +20,7 @@ route except the pages, /info and /healthz needs `Authorization: Bearer <token>`
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -70,8 +71,9 @@ def build_app(config: ServerConfig, *, pipeline: Pipeline | None = None) -> web.
             restrict_ice_to_loopback()
         pipe = pipeline
         if pipe is None:
-            pipe = await asyncio.get_running_loop().run_in_executor(pool, load_pipeline, config.avatar, config.engine,
-                                                                      config.renderer)
+            pipe = await asyncio.get_running_loop().run_in_executor(pool, functools.partial(
+                load_pipeline, config.avatar, config.engine, config.renderer, encoder=config.encoder,
+                encoder_every=config.encoder_every))
         app[HUB] = Hub(pipe, pool, metrics, HubConfig(
             max_sessions=config.max_sessions, max_viewers=config.max_viewers,
             connect_timeout_s=config.connect_timeout_s, reclaim_grace_s=config.reclaim_grace_s,

@@ -59,8 +59,11 @@ class Pipeline:
                                on_stage=on_stage)
 
 
-def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str = "auto") -> Pipeline:
-    """Avatar 'default' or a pack folder, an engine and a renderer name -> a ready pipeline (slow: ~1-6 s)."""
+def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str = "auto", *,
+                  encoder: str = "fp32", encoder_every: int = 1) -> Pipeline:
+    """Avatar 'default' or a pack folder, an engine and a renderer name -> a ready pipeline (slow: ~1-6 s).
+    encoder, encoder_every: the SyncFormer's speech encoder precision and frames per encoder call
+    (`driver_factory`)."""
     if engine not in ENGINES:
         raise UserError(f"--engine {engine!r} is not known: choose one of {', '.join(ENGINES)}")
     if renderer not in RENDERERS:
@@ -76,7 +79,8 @@ def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str =
                         "recreate it with 'presenter avatar create'")
     _one_thread_per_stage()
     kind, the_renderer = make_renderer(renderer, pack)
-    chosen, new_driver = driver_factory(engine, style=read_speaking_style(pack))
+    chosen, new_driver = driver_factory(engine, style=read_speaking_style(pack), encoder=encoder,
+                                        encoder_every=encoder_every)
     driver_name, driver_label = new_driver.name, new_driver.label
     labels = (the_renderer.synthetic_label, driver_label)
     idle = IdleFrames(the_renderer, pack.n_frames, labels)
@@ -114,9 +118,18 @@ def _one_thread_per_stage() -> None:
     torch.set_num_threads(1)
 
 
-def driver_factory(engine: str, *, style: np.ndarray | None = None) -> tuple[str, Callable[[], MouthDriver]]:
+def driver_factory(engine: str, *, style: np.ndarray | None = None, encoder: str = "fp32",
+                   encoder_every: int = 1) -> tuple[str, Callable[[], MouthDriver]]:
     """(engine chosen, a factory of per-session drivers with .name and .label). style: a speaking
-    style's mouth motion (T, V, 3) cm for the SyncFormer (the avatar's own, from its footage); None = the default."""
+    style's mouth motion (T, V, 3) cm for the SyncFormer (the avatar's own, from its footage); None = the default.
+    encoder: the speech encoder's precision, "fp32" or "int8"; encoder_every: frames per encoder call
+    (1 or 2; 2 adds a frame of look-ahead). Both trade lip accuracy for CPU: docs/live.md measures them."""
+    from presenter.engines.onnxruntime import ENCODER_PRECISIONS
+
+    if encoder not in ENCODER_PRECISIONS:
+        raise UserError(f"--encoder {encoder!r} is not known: choose one of {', '.join(ENCODER_PRECISIONS)}")
+    if encoder_every not in (1, 2):
+        raise UserError(f"--encoder-every must be 1 or 2, got {encoder_every}")
     from presenter.models.lipsync import default_weights_dir
     from presenter.motion.loudness import LoudnessDriver
 
@@ -135,14 +148,15 @@ def driver_factory(engine: str, *, style: np.ndarray | None = None) -> tuple[str
     from presenter.motion.syncformer_driver import SyncFormerDriver
 
     # Shared, read-only: one per process. The step engine is made from the shipped weights, as is model.
-    model, encode, step = load_lipsync(), whisper_encode(1), open_engine("syncformer", "auto", threads=1)
+    model, encode = load_lipsync(), whisper_encode(1, encoder)
+    step = open_engine("syncformer", "auto", threads=1)
 
     class _Factory:
         name, label, compute_s = SyncFormerDriver.name, SyncFormerDriver.label, SyncFormerDriver.compute_s
-        lookahead_s = SyncFormerDriver.lookahead_for(model)
+        lookahead_s = SyncFormerDriver.lookahead_for(model, encoder_every=encoder_every)
 
         def __call__(self) -> MouthDriver:
-            return SyncFormerDriver(model, encode=encode, step=step, reference=style)
+            return SyncFormerDriver(model, encode=encode, step=step, reference=style, encoder_every=encoder_every)
 
     return "syncformer", _Factory()
 
