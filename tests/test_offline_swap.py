@@ -1,5 +1,5 @@
-"""`presenter swap`: refused without a consent statement, and (until a whole-face generator exists)
-refused with what is missing; either way exit 2 and nothing written."""
+"""`presenter swap`: refused without a consent statement or with bad inputs (exit 2, nothing written);
+with consent, the source's face on the target video, labelled, watermarked, the consent in its metadata."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,8 +58,77 @@ def test_swap_checks_its_inputs(inputs, tmp_path: Path, capsys: pytest.CaptureFi
                                      tmp_path / "out.mp4", capsys)
 
 
-def test_swap_says_a_whole_face_generator_is_needed(inputs, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """With consent and good inputs, the mouth-only renderers are not passed off as a face swap."""
-    src, target = inputs
-    err = _swap(["--source", str(src), "--target", str(target), "--consent", CONSENT], tmp_path / "out.mp4", capsys)
-    assert "whole-face generator" in err and "Nothing was written" in err
+@pytest.fixture(scope="module")
+def swapped(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray, hopper: np.ndarray) -> dict:
+    """Grace Hopper's portrait (source) swapped into a 1 s video of the astronaut (target), through the
+    CLI with the shipped swap generator. Neither portrait was in the swap generator's training."""
+    import av
+
+    d = tmp_path_factory.mktemp("swap")
+    src, target, out = d / "hopper.png", d / "astronaut.mp4", d / "swapped.mp4"
+    cv2.imwrite(str(src), hopper[..., ::-1])
+    frame = cv2.resize(astronaut, (256, 256))
+    with av.open(str(target), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
+        for _ in range(25):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        c.mux(s.encode(None))
+    assert main(["swap", "--source", str(src), "--target", str(target), "--consent", CONSENT, "-o", str(out)]) == 0
+    return {"dir": d, "source": src, "target": target, "out": out, "target_frame": frame, "hopper": hopper}
+
+
+def test_swap_writes_a_labelled_watermarked_video_with_the_consent(swapped: dict) -> None:
+    """Same frames, size and rate as the target; the SYNTHETIC title; the consent statement, both inputs'
+    sha256 and a time in the metadata; the watermark found; no temporary file left."""
+    import hashlib
+    import json
+
+    from presenter.offline.media import metadata, probe_video
+    from presenter.watermark import verify_file
+
+    info = probe_video(swapped["out"])
+    assert (info.width, info.height, info.n_frames, float(info.fps)) == (256, 256, 25, 25.0)
+    meta = metadata(swapped["out"])
+    assert meta["title"].startswith("SYNTHETIC")
+    made = json.loads(meta["description"])
+    assert made["consent"] == CONSENT and made["synthetic"] is True and made["consent_time_utc"]
+    for key in ("source", "target"):
+        assert made["inputs"][key]["sha256"] == hashlib.sha256(swapped[key].read_bytes()).hexdigest()
+    d = verify_file(swapped["out"])
+    assert d.found and d.payload is not None and f"{d.payload.run_id:08x}" == made["job_id"]
+    assert sorted(p.name for p in swapped["dir"].iterdir()) == ["astronaut.mp4", "hopper.png", "swapped.mp4"]
+
+
+def test_swap_replaces_the_face_and_keeps_the_rest(swapped: dict) -> None:
+    """Inside the target's face the pixels change; away from it (the frame's corners) they stay the target's."""
+    from presenter.offline.media import read_frames
+
+    out = list(read_frames(swapped["out"]))[12].astype(np.float32)
+    before = list(read_frames(swapped["target"]))[12].astype(np.float32)      # as decoded: both are H.264
+    diff = np.abs(out - before).mean(axis=2)
+    face = diff[45:105, 95:145]             # the astronaut's eyes to mouth in the 256 px frame
+    corners = np.concatenate([diff[:40, :40].ravel(), diff[:40, -40:].ravel(), diff[-40:, :40].ravel()])
+    assert face.mean() > 8 * max(corners.mean(), 0.5), (face.mean(), corners.mean())
+    assert corners.mean() < 3.0, corners.mean()
+
+
+def test_swapped_face_takes_the_sources_shape_and_moves_toward_its_identity(swapped: dict) -> None:
+    """The landmarker's fitted mesh on the output is nearer the source's face shape than the target's,
+    and dlib's identity descriptor of the output is nearer the source than the target's own was."""
+    from presenter.data.identities import IdentityEncoder
+    from presenter.face.fit import fit_points
+    from presenter.face.landmarker import FaceLandmarker
+    from presenter.offline.media import read_frames
+    from presenter.train.evaluate_swap import _shape_distance
+
+    out = np.ascontiguousarray(list(read_frames(swapped["out"]))[12])
+    with FaceLandmarker("image", max_faces=1) as lm:
+        seen = {k: lm.detect(np.ascontiguousarray(img))[0] for k, img in
+                (("source", swapped["hopper"]), ("target", swapped["target_frame"]), ("out", out))}
+    canon = {k: fit_points(o.landmarks, o.matrix).canon for k, o in seen.items()}
+    assert _shape_distance(canon["out"], canon["source"]) < _shape_distance(canon["out"], canon["target"])
+    enc = IdentityEncoder()
+    ident = {k: enc.descriptor(img, seen[k].landmarks) for k, img in
+             (("source", swapped["hopper"]), ("target", swapped["target_frame"]), ("out", out))}
+    assert np.linalg.norm(ident["out"] - ident["source"]) < np.linalg.norm(ident["target"] - ident["source"])

@@ -60,11 +60,11 @@ def _cmd_swap(args: argparse.Namespace) -> None:
     from presenter.offline.swap import SwapOptions, swap
 
     opts = SwapOptions(source=args.source, target=args.target, output=args.output, consent=args.consent,
-                       force=args.force)
+                       force=args.force, weights=args.weights, face_index=args.face_index)
     sys.stdout.write(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}) + "\n")
     if args.dry_run:
         return
-    swap(opts)
+    swap(opts, progress=sys.stderr.isatty())
 
 
 def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> None:
@@ -128,11 +128,12 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
 
     w = sub.add_parser(
         "swap", formatter_class=formatter, help="put one person's face into another's video (needs --consent)",
-        description="Face swap: the target video's expressions on the source's face. Refused without --consent "
-                    "STATEMENT (who agreed to what). It needs a whole-face generator, which does not exist yet: "
-                    "today the command checks consent and inputs, then says so (exit 2, nothing written). Its output, "
-                    "once possible, is to carry the statement, hashes of both inputs and the time in its metadata, "
-                    "the watermark and the SYNTHETIC tag.\n\n"
+        description="Face swap: the target video's expressions and head pose on the source's face, drawn by the "
+                    "swap generator (the whole face painted from a reference of the source; docs/offline.md, 'Face "
+                    "swap', shows what it can and cannot do). Refused without --consent STATEMENT (who agreed to "
+                    "what). The output carries the statement, the sha256 of both inputs and the time in its "
+                    "metadata, the invisible watermark and the SYNTHETIC tag; the target's soundtrack is kept and "
+                    "frames without a face pass through.\n\n"
                     "Examples:\n  presenter swap --source ana.jpg --target ben.mp4 -o swapped.mp4 "
                     "--consent \"Ana Lima and Ben Okoro agreed on 2026-12-01 to this swap for the course trailer\"")
     w.add_argument("--source", type=Path, required=True, help="image or video of the face to put in")
@@ -140,6 +141,10 @@ def add_offline_commands(sub: argparse._SubParsersAction, formatter: type) -> No
     w.add_argument("-o", "--output", type=Path, required=True, help="MP4 file to write")
     w.add_argument("--consent", default=None,
                    help="statement that the people shown agreed (who, to what, when); required")
+    w.add_argument("--face-index", type=int, default=0, help="which target face: 0 the largest, 1 the next...")
+    w.add_argument("--weights", type=Path, default=None,
+                   help="swap generator folder (default: the shipped one; 'presenter train generator --task swap' "
+                        "writes RUN/ema)")
     w.add_argument("--force", action="store_true", help="replace an existing output file")
     w.add_argument("--dry-run", action="store_true", help="print the resolved options and stop")
     w.set_defaults(func=_cmd_swap)

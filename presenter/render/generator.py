@@ -88,6 +88,33 @@ class PreparedWindow:
     guidance: np.ndarray       # (S, S, 4) float32
 
 
+def generator_session(model, weights_dir: Path, threads: int = 1):
+    """An ONNX Runtime session of a loaded generator's per-frame graph, exported once per weights
+    (keyed by model.sha256 and config.json, which load_generator checked) into the engine cache."""
+    from presenter.engines.onnxruntime import cached_export, session
+    from presenter.export.generator import export_generator_onnx
+
+    digest = hashlib.sha256((weights_dir / "model.sha256").read_bytes() + (weights_dir / "config.json").read_bytes())
+    path = cached_export("generator", digest.hexdigest()[:12], lambda p: export_generator_onnx(model, p))
+    return session(path, threads)
+
+
+def run_generator(model, sess, target: np.ndarray, mask: np.ndarray, guidance: np.ndarray,
+                  styles: np.ndarray) -> np.ndarray:
+    """B crops in one network call: target (B, S, S, 3) uint8, mask (B, S, S), guidance (B, S, S, 4),
+    styles (B, N) -> composite (B, S, S, 3) float32 in [0, 255]; sess None runs the torch module."""
+    t = (target.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
+    feed = {"target": np.ascontiguousarray(t), "mask": np.ascontiguousarray(mask[:, None], np.float32),
+            "guidance": np.ascontiguousarray(guidance.transpose(0, 3, 1, 2), np.float32),
+            "styles": np.ascontiguousarray(styles, np.float32)}
+    if sess is not None:
+        out = sess.run(None, feed)[0]
+    else:
+        with torch.no_grad():
+            out = model(*(torch.from_numpy(feed[k]) for k in ("target", "mask", "guidance", "styles"))).numpy()
+    return (out.transpose(0, 2, 3, 1) + 1.0) * 127.5
+
+
 PACK_GENERATOR = "generator"   # a pack's own fine-tuned generator (`presenter avatar finetune`), if any
 
 
@@ -142,16 +169,7 @@ class GeneratorRenderer:
         self._warp = WarpBaselineRenderer(pack)
         self.styles = pack_styles(pack, self.model, weights_dir)                       # (1, N)
         self._taper = window_taper()
-        self._session = self._onnx_session(weights_dir, threads) if impl == "fast" else None
-
-    def _onnx_session(self, weights_dir: Path, threads: int):
-        from presenter.engines.onnxruntime import cached_export, session
-        from presenter.export.generator import export_generator_onnx
-
-        # load_generator checked model.sha256 against the weights: key the engine on it and the config.
-        digest = hashlib.sha256((weights_dir / "model.sha256").read_bytes() + (weights_dir / "config.json").read_bytes())
-        path = cached_export("generator", digest.hexdigest()[:12], lambda p: export_generator_onnx(self.model, p))
-        return session(path, threads)
+        self._session = generator_session(self.model, weights_dir, threads) if impl == "fast" else None
 
     @property
     def fallback(self) -> WarpBaselineRenderer:
@@ -171,18 +189,8 @@ class GeneratorRenderer:
                        styles: np.ndarray | None = None) -> np.ndarray:
         """B windows in one network call (the cross-session batcher's seam): target (B, S, S, 3) uint8,
         mask (B, S, S), guidance (B, S, S, 4), styles (B, N) (None: this avatar's) -> (B, S, S, 3) float32."""
-        B = len(target)
-        styles = np.repeat(self.styles, B, axis=0) if styles is None else styles
-        t = (target.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
-        feed = {"target": np.ascontiguousarray(t), "mask": np.ascontiguousarray(mask[:, None], np.float32),
-                "guidance": np.ascontiguousarray(guidance.transpose(0, 3, 1, 2), np.float32),
-                "styles": np.ascontiguousarray(styles, np.float32)}
-        if self._session is not None:
-            out = self._session.run(None, feed)[0]
-        else:
-            with torch.no_grad():
-                out = self.model(*(torch.from_numpy(feed[k]) for k in ("target", "mask", "guidance", "styles"))).numpy()
-        return (out.transpose(0, 2, 3, 1) + 1.0) * 127.5
+        styles = np.repeat(self.styles, len(target), axis=0) if styles is None else styles
+        return run_generator(self.model, self._session, target, mask, guidance, styles)
 
     def prepare(self, index: int, mouth: np.ndarray) -> PreparedWindow:
         """The per-frame work before the network: warp, paint mask, masked target and guidance of frame index."""

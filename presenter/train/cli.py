@@ -38,6 +38,7 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
     from presenter.models.generator import GeneratorConfig
     from presenter.train.generator import TrainConfig, train
     from presenter.train.generator_data import GeneratorPairs
+    from presenter.train.swap_data import SwapPairs
 
     for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--val-every", args.val_every),
                         ("--ckpt-every", args.ckpt_every)):
@@ -52,11 +53,33 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
                       gan_start=args.gan_start,
                       val_every=args.val_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes,
                       seed=args.seed)
-    resolved = {"data": str(args.data), "run": str(args.run), "preset": args.preset, "threads": args.threads,
-                "lips_share": args.lips_share, "train": dataclasses.asdict(cfg),
+    swap = args.task == "swap"
+    if swap and args.preset != "live":
+        raise UserError("--task swap trains the live preset (the 128 px face crop); drop --preset full")
+    init = args.init
+    if swap and init is None:
+        from presenter.render.generator import default_weights_dir
+
+        init = default_weights_dir()           # the mouth generator's features are a better start than noise
+    run = args.run or home() / "runs" / ("generator-swap" if swap else "generator-live")
+    resolved = {"task": args.task, "data": str(args.data), "identities": str(args.identities) if swap else None,
+                "run": str(run), "init": str(init) if init else None, "preset": args.preset, "threads": args.threads,
+                "lips_share": None if swap else args.lips_share, "train": dataclasses.asdict(cfg),
                 "generator": dataclasses.asdict(gen_cfg)}
     sys.stdout.write(json.dumps(resolved, indent=2) + "\n")
     if args.dry_run:
+        return
+    start = None
+    if init is not None:
+        from presenter.models.generator import load_generator
+
+        start = load_generator(init)
+        if start.cfg != gen_cfg:
+            raise UserError(f"--init {init} is a {start.cfg} generator; this run trains {gen_cfg}")
+    if swap:
+        train_pairs = SwapPairs(args.identities, "train", sequences=args.data, seed=args.seed)
+        val_pairs = SwapPairs(args.identities, "val", sequences=args.data, seed=args.seed, augment=False)
+        train(train_pairs, val_pairs, run, gen_cfg=gen_cfg, cfg=cfg, threads=args.threads, init=start)
         return
     if not 0 <= args.lips_share <= 1:
         raise UserError(f"--lips-share must be in [0, 1], got {args.lips_share}")
@@ -65,7 +88,7 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
     # Validation scores what the renderer runs: the lips mask whenever training uses it.
     val_pairs = GeneratorPairs(args.data, "val", crop_px=gen_cfg.crop_px, seed=args.seed, augment=False,
                                lips_share=1.0 if args.lips_share > 0 else 0.0)
-    train(train_pairs, val_pairs, args.run, gen_cfg=gen_cfg, cfg=cfg, threads=args.threads)
+    train(train_pairs, val_pairs, run, gen_cfg=gen_cfg, cfg=cfg, threads=args.threads, init=start)
 
 
 def _no_suite(args: argparse.Namespace) -> None:
@@ -105,6 +128,17 @@ def _cmd_eval_generator(args: argparse.Namespace) -> None:
     result = evaluate_generator(args.data, args.weights, max_ids=args.max_ids, grid=args.grid, fid=not args.no_fid,
                                 identity=not args.no_identity)
     sys.stdout.write(format_table(result))
+    if args.output:
+        write_json_atomic(args.output, result)
+
+
+def _cmd_eval_swap(args: argparse.Namespace) -> None:
+    from presenter.data.identities import write_json_atomic
+    from presenter.train.evaluate_swap import evaluate_swap, format_table
+
+    _no_suite(args)
+    result = evaluate_swap(args.identities, args.weights, max_pairs=args.max_pairs, grid=args.grid)
+    sys.stdout.write(format_table(result) + "\n")
     if args.output:
         write_json_atomic(args.output, result)
 
@@ -183,11 +217,21 @@ def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None
                                     "\n\nExamples:\n  presenter train generator --max-minutes 60 --threads 2"
                                     "\n  presenter train generator --data ~/.cache/presenter/mouth-prior-g1/sequences "
                                     "--run runs/gen --dry-run"
-                                    "\n  torchrun --nproc_per_node 2 -m presenter train generator --preset full")
+                                    "\n  torchrun --nproc_per_node 2 -m presenter train generator --preset full"
+                                    "\n  presenter train generator --task swap --max-minutes 90   # the face-swap "
+                                    "generator: whole face masked, identity from the reference")
     g.add_argument("--data", type=Path, default=home() / "mouth-prior-g1" / "sequences",
                    help="sequences folder written by 'presenter data mouth-prior' (with index.json)")
-    g.add_argument("--run", type=Path, default=home() / "runs" / "generator-live",
-                   help="run folder (checkpoint.pt, losses.jsonl, val.jsonl, val/*.png, ema/)")
+    g.add_argument("--task", choices=("mouth", "swap"), default="mouth",
+                   help="mouth: paint the lips / lower face in the mouth window (lip sync); swap: paint the whole "
+                        "face in the 128 px face crop from a reference of the person (presenter swap)")
+    g.add_argument("--identities", type=Path, default=home() / "identities-g1",
+                   help="--task swap: identities folder written by 'presenter data identities' (with index.json)")
+    g.add_argument("--init", type=Path, default=None,
+                   help="start from this generator folder (default: random for mouth, the shipped generator for swap)")
+    g.add_argument("--run", type=Path, default=None,
+                   help="run folder (checkpoint.pt, losses.jsonl, val.jsonl, val/*.png, ema/); default "
+                        "runs/generator-live or runs/generator-swap under $PRESENTER_HOME")
     g.add_argument("--preset", choices=("live", "full"), default="live",
                    help="network size: live (128 px, CPU) or full (256 px, GPU)")
     g.add_argument("--steps", type=int, default=20000, help="total optimiser steps (a resumed run counts on)")
@@ -249,6 +293,22 @@ def add_train_commands(sub: argparse._SubParsersAction, formatter: type) -> None
     ge.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
     ge.add_argument("-o", "--output", type=Path, default=None, help="also write the JSON here")
     ge.set_defaults(func=_cmd_eval_generator)
+
+    sw = esub.add_parser("swap", formatter_class=formatter, help="the face-swap generator on test identity pairs",
+                         description="Swaps each test identity into the next one's portrait, as 'presenter swap' "
+                                     "does: dlib identity distance of the result to the source and to the target "
+                                     "(beside the target's own distance to the source), the landmarker's face shape "
+                                     "against both, and a self-swap's PSNR/SSIM inside the paint mask.\n\n"
+                                     "Examples:\n  presenter eval swap -o swap.json --grid swap.png\n"
+                                     "  presenter eval swap --weights ~/.cache/presenter/runs/generator-swap/ema "
+                                     "--max-pairs 10")
+    sw.add_argument("--identities", type=Path, default=home() / "identities-g1",
+                    help="identities folder written by 'presenter data identities' (its test split is scored)")
+    sw.add_argument("--weights", type=Path, default=None, help="swap generator folder (default: the shipped one)")
+    sw.add_argument("--max-pairs", type=int, default=0, help="score at most this many pairs (0 = all)")
+    sw.add_argument("--grid", type=Path, default=None, help="write a PNG grid (source, target, swapped)")
+    sw.add_argument("-o", "--output", type=Path, default=None, help="also write the JSON here")
+    sw.set_defaults(func=_cmd_eval_swap)
 
     from presenter.offline import live_call
 
