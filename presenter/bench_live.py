@@ -201,7 +201,8 @@ def bench_stream(*, avatar: str = "default", engine: str = "auto", seconds: floa
     audio_s = len(speech) / MIC_RATE
     return LiveRun(
         engine=pipeline.engine, driver=pipeline.driver_name, renderer=pipeline.renderer.name,
-        encoder=f"{encoder[0]}/{encoder[1]}" if pipeline.engine == "syncformer" else "-", audio_s=audio_s, wall_s=float(t[-1] - t[0]), steady_s=wall, frames=len(rows),
+        encoder=f"{encoder[0]}/{encoder[1]}" if pipeline.engine == "syncformer" else "-",
+        audio_s=audio_s, wall_s=float(t[-1] - t[0]), steady_s=wall, frames=len(rows),
         fps=float((len(ts) - 1) / (ts[-1] - ts[0])) if len(ts) > 1 else 0.0,
         gap_p95_ms=float(np.percentile(gaps_ms, 95)), gap_max_ms=float(gaps_ms.max()),
         reused=stats["reused"], late_poses=stats["late_poses"], degraded=stats["degraded"],

@@ -64,7 +64,8 @@ def _read_identities(root: Path, split: str) -> dict[str, _Item]:
     if not ids:
         ids = sorted(p.name for p in root.iterdir() if (p / "face.npz").is_file())
     out: dict[str, _Item] = {}
-    for ident in tqdm([i for i in ids if split_of(i) == split], desc=f"identities ({split})", leave=False, disable=None):
+    chosen = [i for i in ids if split_of(i) == split]
+    for ident in tqdm(chosen, desc=f"identities ({split})", leave=False, disable=None):
         folder = root / ident
         if not (folder / "crop_128.png").is_file():
             continue
