@@ -19,6 +19,7 @@ SUBNASALE = 2          # the point under the nose where the lower-face region st
 JAW_MARGIN = 0.06      # downward growth of the mouth mask, fraction of the crop side
 FEATHER = 0.03         # edge softness, fraction of the crop side
 LIPS_GROW = 0.16       # growth of the lips mask, fraction of the mouth's width (corner to corner), as trained
+FACE_GROW = 0.05       # the swap mask: the mesh hull scaled by 1 + this about its centre, past the jaw line
 MOUTH_CORNERS = (61, 291)
 
 
@@ -61,3 +62,10 @@ def lips_mask(verts_crop: np.ndarray, size: int, grow: float = LIPS_GROW) -> np.
 def face_mask(verts_crop: np.ndarray, size: int) -> np.ndarray:
     """Whole-face mask (S, S) from the mesh in crop pixels (V, 2+)."""
     return _feather(_hull_mask(np.asarray(verts_crop, np.float32)[:468], size), size)
+
+
+def swap_mask(verts_crop: np.ndarray, size: int) -> np.ndarray:
+    """Face-swap paint mask (S, S): the whole-face mask of the mesh (V, 2+) grown by FACE_GROW about its centre."""
+    pts = np.asarray(verts_crop, np.float32)[:, :2]
+    centre = pts.mean(0)
+    return face_mask(centre + (pts - centre) * (1.0 + FACE_GROW), size)

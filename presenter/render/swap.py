@@ -26,9 +26,12 @@ from presenter.errors import UserError
 from presenter.face.align import paste_back, warp_points
 from presenter.face.fit import FittedFace, pose_mesh
 from presenter.face.guidance import render_guidance
+from presenter.face.masks import swap_mask
 from presenter.models.generator import load_generator
 from presenter.render.generator import colour_match, generator_session, run_generator
-from presenter.train.swap_data import SIZE, swap_mask
+
+
+SIZE = 128      # the aligned 128 px face crop (`align_128`): the swap generator's crop_px
 
 
 def swap_weights_dir() -> Path:
@@ -80,7 +83,7 @@ class FaceSwapper:
         swapped = pose_mesh(canon, face.rotation, face.scale, face.translation)
         crop, m = face_crop(rgb, face.verts_px)
         v_swap, v_target = warp_points(swapped, m), warp_points(face.verts_px, m)
-        mask = np.maximum(swap_mask(v_swap), swap_mask(v_target))
+        mask = np.maximum(swap_mask(v_swap, SIZE), swap_mask(v_target, SIZE))
         out = run_generator(self.model, self._session, crop[None], mask[None], render_guidance(v_swap, SIZE)[None],
                             src.styles)[0]
         out = colour_match(out, crop.astype(np.float32), mask)

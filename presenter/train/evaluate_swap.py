@@ -28,10 +28,10 @@ from presenter.data.identities import IdentityEncoder, identities_of
 from presenter.errors import UserError
 from presenter.face.align import warp_points
 from presenter.face.fit import FittedFace, fit_points
+from presenter.face.masks import swap_mask
 from presenter.face.landmarker import FaceLandmarker
-from presenter.render.swap import FaceSwapper, face_crop
+from presenter.render.swap import SIZE, FaceSwapper, face_crop
 from presenter.train.evaluate_generator import mouth_psnr_ssim
-from presenter.train.swap_data import swap_mask
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def evaluate_swap(identities: str | Path, weights: str | Path | None, *, max_pai
             crop, m = face_crop(t_rgb, t_face.verts_px)
             recon = face_crop(swapper.swap(t_rgb, t_face, t_face.canon, swapper.source(crop[None], t_face.canon)),
                               t_face.verts_px)[0]
-            mask = swap_mask(warp_points(t_face.verts_px, m)) > MASK_IN
+            mask = swap_mask(warp_points(t_face.verts_px, m), SIZE) > MASK_IN
             psnr, ssim = mouth_psnr_ssim(recon, crop, mask)
             obs_s, obs_t, obs_o = seen(s_rgb), seen(t_rgb), seen(out)
             row: dict[str, Any] = {"source": ids[k], "target": ids[(k + 1) % len(ids)], "self_psnr": psnr,

@@ -4,7 +4,7 @@ The swap preset is the live generator (`GeneratorConfig.live()`, S = 128) on the
 (the 128 px crop, `align_128`) instead of the mouth window:
   target     a face crop (S, S): an identity's portrait, or a frame of its graded mouth sequence
   guidance   the target's fitted mesh drawn by `presenter.face.guidance.render_guidance`
-  mask       the whole face (`swap_mask`: the mesh hull grown by FACE_GROW about its centre, feathered);
+  mask       the whole face (`presenter.face.masks.swap_mask`: the mesh hull grown a little, feathered);
              outside it (hair, ears, neck, background) the target is copied
   reference  the same identity: another frame of its sequence, or the portrait itself under its own
              geometric augmentation, so the style code has to carry who it is, not where things are
@@ -33,20 +33,12 @@ from tqdm import tqdm
 from presenter.data.identities import SPLITS, split_of
 from presenter.errors import UserError
 from presenter.face.guidance import render_guidance
-from presenter.face.masks import face_mask
+from presenter.face.masks import swap_mask
+from presenter.render.swap import SIZE
 from presenter.train.generator_data import Colour, _random_colour, chw, lip_weight
 
-SIZE = 128                 # the aligned 128 px face crop, the swap preset's crop_px
-FACE_GROW = 0.05           # the mesh hull is scaled by 1 + this about its centre: the mask reaches past the jaw line
 AUG_SCALE = 0.05           # target geometry: scale 1 +- this, shift +- this of the side, mirror
 REF_AUG_SCALE = 0.08       # the reference's own geometry (larger: identity, not alignment)
-
-
-def swap_mask(verts: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """Whole-face paint mask (S, S) float32 from a mesh in crop pixels (V, 2+): the hull grown by FACE_GROW."""
-    pts = np.asarray(verts, np.float32)[:, :2]
-    centre = pts.mean(0)
-    return face_mask(centre + (pts - centre) * (1.0 + FACE_GROW), size)
 
 
 @dataclass(frozen=True)
@@ -151,7 +143,7 @@ class SwapPairs(Dataset):
         v = item.verts[k].copy()
         v[:, :2] = v[:, :2] @ m[:, :2].T + m[:, 2]
         v[:, 2] *= m[0, 0]
-        guidance, mask, weight = render_guidance(v, SIZE), swap_mask(v), lip_weight(v, SIZE)
+        guidance, mask, weight = render_guidance(v, SIZE), swap_mask(v, SIZE), lip_weight(v, SIZE)
         if mirror:
             guidance, mask, weight = (np.ascontiguousarray(a[:, ::-1]) for a in (guidance, mask, weight))
             cov = guidance[..., 3] > 0
