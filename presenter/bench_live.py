@@ -181,7 +181,7 @@ async def _run_stream(pipeline, speech: np.ndarray, *, workers: int, encode: boo
 
 
 def bench_stream(*, avatar: str = "default", engine: str = "auto", seconds: float = 30.0, workers: int = 2,
-                 encode: bool = True, encoder: tuple[str, int] = ("fp32", 1), degrade: bool = True) -> LiveRun:
+                 encode: bool = True, encoder: tuple[str, int] = ("int8", 2), degrade: bool = True) -> LiveRun:
     """One live session without the network: real speech in real time -> LiveRun. encoder: the
     SyncFormer's speech encoder (precision, frames per call); degrade False keeps the full renderer on
     every frame, as a machine with headroom runs it (what the CPU budget is about)."""
@@ -302,7 +302,7 @@ def _table(title: str, run) -> None:
 def run_live_bench(*, avatar: str, engine: str, seconds: float, workers: int, browser: bool, encode: bool,
                    json_path: Path | None, encoders: list[tuple[str, int]] | None = None,
                    degrade: bool = True) -> dict:
-    """Run the stream bench once per speech-encoder setting (default fp32/1), and the browser call if
+    """Run the stream bench once per speech-encoder setting (default int8/2, the server's), and the browser call if
     asked; print the tables, write the JSON ("stream": the first setting's run, "streams": all)."""
     from dataclasses import asdict
 
@@ -312,7 +312,7 @@ def run_live_bench(*, avatar: str, engine: str, seconds: float, workers: int, br
                  "options": {"avatar": avatar, "engine": engine, "seconds": seconds, "workers": workers,
                              "encode": encode, "browser": browser, "degrade": degrade}}
     runs = []
-    for setting in encoders or [("fp32", 1)]:
+    for setting in encoders or [("int8", 2)]:
         run = bench_stream(avatar=avatar, engine=engine, seconds=seconds, workers=workers, encode=encode,
                            encoder=setting, degrade=degrade)
         runs.append(asdict(run))

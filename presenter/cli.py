@@ -67,7 +67,7 @@ def _cmd_bench_live(args: argparse.Namespace) -> None:
 
     run_live_bench(avatar=args.avatar, engine=args.engine, seconds=args.seconds, workers=args.workers,
                    browser=args.browser, encode=not args.no_encode, json_path=args.json,
-                   encoders=[_encoder_option(e) for e in args.encoder or ["fp32"]], degrade=not args.no_degrade)
+                   encoders=[_encoder_option(e) for e in args.encoder or ["int8/2"]], degrade=not args.no_degrade)
 
 
 def _encoder_option(text: str) -> tuple[str, int]:
@@ -119,7 +119,7 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     lv.add_argument("--workers", type=int, default=2, help="worker threads for motion and rendering, as the server's")
     lv.add_argument("--encoder", action="append", default=None, metavar="PRECISION[/EVERY]",
                     help="the SyncFormer's speech encoder: fp32 or int8, and frames per encoder call (/1 or /2); "
-                         "repeat to compare settings side by side in one run (default: fp32/1, the server's default)")
+                         "repeat to compare settings side by side in one run (default: int8/2, the server's default)")
     lv.add_argument("--no-degrade", action="store_true",
                     help="never fall back to the cheaper renderer when renders miss their frames: the full path's "
                          "CPU cost on a loaded machine")

@@ -44,11 +44,11 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
                    help="face renderer: auto = the trained generator when its weights are installed, "
                         "else the baseline warp renderer")
     p.add_argument("--encoder", default=d.encoder, choices=("fp32", "int8"),
-                   help="the SyncFormer's speech encoder precision: int8 takes about 40%% less CPU (docs/live.md "
-                        "measures its lips)")
+                   help="the SyncFormer's speech encoder precision: int8 takes about 40%% less CPU per call "
+                        "(docs/live.md measures both, lips and CPU)")
     p.add_argument("--encoder-every", type=int, default=d.encoder_every, choices=(1, 2),
                    help="frames per speech-encoder call: 2 halves the encoder's CPU and adds one frame (40 ms) of "
-                        "audio delay")
+                        "audio delay; 1 for the lowest latency on a machine with headroom")
     p.add_argument("--max-sessions", type=int, default=d.max_sessions,
                    help="presenter and WHIP sessions at once; more are refused with 503 + Retry-After")
     p.add_argument("--max-viewers", type=int, default=d.max_viewers, help="receive-only viewers at once")

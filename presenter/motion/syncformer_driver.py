@@ -26,6 +26,7 @@ from presenter.models.lipsync import LipSyncModel, load_lipsync
 
 if TYPE_CHECKING:
     from presenter.engines.base import Engine
+    from presenter.motion.labial import LabialGate
 
 REST_SNAP_CM = 0.05        # without VAD, frames whose displacement stays under this are at rest
 SILENCE_MARGIN_S = 0.15    # speech this close before a frame still runs the model (lips close after it)
@@ -51,13 +52,15 @@ class SyncFormerDriver:
     def __init__(self, model: LipSyncModel | None = None, *, encode: Encode | None = None,
                  reference: np.ndarray | None = None, skip_silence: bool = True,
                  lead_frames: int = POSE_LEAD_FRAMES, step: Engine | None = None,
-                 encoder_every: int = ENCODER_EVERY) -> None:
+                 encoder_every: int = ENCODER_EVERY, labial: LabialGate | None = None) -> None:
         """skip_silence: save the model's work where webrtcvad hears no speech (see the module
         docstring); False runs it on every frame, as offline evaluation does. lead_frames: frame k
         gets the model's output for frame k + lead_frames (see POSE_LEAD_FRAMES). step: the
         SyncFormer's streaming step on an engine (`open_engine("syncformer")`, ONNX Runtime: 2-5x
         faster than torch here, docs/performance.md) for this model's weights; None runs the torch module.
-        encoder_every: one speech-encoder call per this many frames (see ENCODER_EVERY)."""
+        encoder_every: one speech-encoder call per this many frames (see ENCODER_EVERY). labial: a
+        bilabial-closure gate on the outputs (`presenter.motion.labial`: seals p/b/m, keeps other
+        speech open); None leaves the SyncFormer's mouth as it is."""
         self.model = model if model is not None else load_lipsync()
         self._engine = step
         if lead_frames < 0:
@@ -71,6 +74,9 @@ class SyncFormerDriver:
             encode = whisper_encode(1)
         self._encode = encode
         self._skip_silence = skip_silence
+        if labial is not None and labial.lead > lead_frames:
+            raise ValueError(f"the labial gate reads {labial.lead} frames ahead; the driver leads by {lead_frames}")
+        self._labial = labial
         self._silence = silence_features(self.model.feat_cfg, encode)
         self.set_style(reference)
         self.reset()
@@ -91,6 +97,8 @@ class SyncFormerDriver:
                 self._style = self.model.style(torch.as_tensor(reference, dtype=torch.float32)[None])
 
     def reset(self) -> None:
+        if self._labial is not None:
+            self._labial.reset()
         self._new_utterance()
         self._window = np.zeros((0, self.model.sync.cfg.feat_dim), np.float32)
 
@@ -166,4 +174,4 @@ class SyncFormerDriver:
         disp[silent] = 0.0
         if not self._skip_silence:     # no VAD: a frame the model puts at rest counts as silence
             disp[np.abs(disp).max(axis=(1, 2)) < REST_SNAP_CM] = 0.0
-        return disp
+        return disp if self._labial is None else self._labial(self._window, disp)

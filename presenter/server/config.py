@@ -16,8 +16,8 @@ class ServerConfig:
     avatar: str = "default"         # 'default' or an avatar pack folder
     engine: str = "auto"            # speech-to-mouth: auto (SyncFormer when installed), syncformer, baseline
     renderer: str = "auto"          # face: auto (generator when installed), generator, baseline
-    encoder: str = "fp32"           # the SyncFormer's speech encoder: fp32 or int8 (less CPU; docs/live.md)
-    encoder_every: int = 1          # frames per speech-encoder call: 1 or 2 (less CPU, one frame more delay)
+    encoder: str = "int8"           # the SyncFormer's speech encoder: int8 or fp32 (pipeline.DEFAULT_ENCODER)
+    encoder_every: int = 2          # frames per speech-encoder call: 2 or 1 (1: 40 ms less delay, more CPU)
     max_sessions: int = 4           # presenter + WHIP sessions at once
     max_viewers: int = 16
     token: str | None = None        # required off loopback

@@ -59,8 +59,16 @@ class Pipeline:
                                on_stage=on_stage)
 
 
+# The SyncFormer's speech encoder: int8 weights, one call per two frames. Picked by the CPU budget (a live
+# session at most 60 % of a core): `presenter bench live --no-degrade`, 30 s of read speech, quiet machine:
+# fp32/1 0.83, int8/1 0.73, fp32/2 0.63, int8/2 0.59 core. With the bilabial gate the lips lose nothing by
+# it on held-out read speech (driver + renderer, offline: p/b/m 0.88 / 0.88, t/d/k/g 0.93 / 0.95, AUC
+# 0.90 / 0.91 for fp32/1 / int8/2); the second frame per call costs 40 ms of audio delay.
+DEFAULT_ENCODER, DEFAULT_ENCODER_EVERY = "int8", 2
+
+
 def load_pipeline(avatar: str = "default", engine: str = "auto", renderer: str = "auto", *,
-                  encoder: str = "fp32", encoder_every: int = 1) -> Pipeline:
+                  encoder: str = DEFAULT_ENCODER, encoder_every: int = DEFAULT_ENCODER_EVERY) -> Pipeline:
     """Avatar 'default' or a pack folder, an engine and a renderer name -> a ready pipeline (slow: ~1-6 s).
     encoder, encoder_every: the SyncFormer's speech encoder precision and frames per encoder call
     (`driver_factory`)."""
@@ -118,8 +126,8 @@ def _one_thread_per_stage() -> None:
     torch.set_num_threads(1)
 
 
-def driver_factory(engine: str, *, style: np.ndarray | None = None, encoder: str = "fp32",
-                   encoder_every: int = 1) -> tuple[str, Callable[[], MouthDriver]]:
+def driver_factory(engine: str, *, style: np.ndarray | None = None, encoder: str = DEFAULT_ENCODER,
+                   encoder_every: int = DEFAULT_ENCODER_EVERY) -> tuple[str, Callable[[], MouthDriver]]:
     """(engine chosen, a factory of per-session drivers with .name and .label). style: a speaking
     style's mouth motion (T, V, 3) cm for the SyncFormer (the avatar's own, from its footage); None = the default.
     encoder: the speech encoder's precision, "fp32" or "int8"; encoder_every: frames per encoder call
@@ -145,18 +153,21 @@ def driver_factory(engine: str, *, style: np.ndarray | None = None, encoder: str
     from presenter.engines.base import open_engine
     from presenter.engines.onnxruntime import whisper_encode
     from presenter.models.lipsync import load_lipsync
-    from presenter.motion.syncformer_driver import SyncFormerDriver
+    from presenter.motion.labial import LabialGate, load_probe
+    from presenter.motion.syncformer_driver import POSE_LEAD_FRAMES, SyncFormerDriver
 
     # Shared, read-only: one per process. The step engine is made from the shipped weights, as is model.
     model, encode = load_lipsync(), whisper_encode(1, encoder)
     step = open_engine("syncformer", "auto", threads=1)
+    probe = load_probe()       # the bilabial gate's probe; each session's gate keeps its own state
 
     class _Factory:
         name, label, compute_s = SyncFormerDriver.name, SyncFormerDriver.label, SyncFormerDriver.compute_s
         lookahead_s = SyncFormerDriver.lookahead_for(model, encoder_every=encoder_every)
 
         def __call__(self) -> MouthDriver:
-            return SyncFormerDriver(model, encode=encode, step=step, reference=style, encoder_every=encoder_every)
+            return SyncFormerDriver(model, encode=encode, step=step, reference=style, encoder_every=encoder_every,
+                                    labial=LabialGate(probe, lead=POSE_LEAD_FRAMES))
 
     return "syncformer", _Factory()
 
