@@ -58,7 +58,8 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=d.workers, help="worker threads for motion and rendering")
     p.add_argument("--buffer-ms", type=float, default=None,
                    help="audio delay before playback, ms (default: the mouth driver's look-ahead and compute time "
-                        "+ 80 ms for one frame, the render lead and jitter: 200 ms for the SyncFormer)")
+                        "+ 80 ms for one frame, the render lead and jitter: 280 ms for the SyncFormer with the default "
+                        "encoder, 240 ms with --encoder-every 1)")
     p.add_argument("--worker-id", default=d.worker_id,
                    help="behind a proxy (docs/deploy.md): session ids and WHIP Locations start with '<id>-' so "
                         "follow-up requests can be routed to this worker; empty = plain ids")

@@ -50,7 +50,9 @@ def test_live_driver_and_renderer_seal_bilabials_on_the_default_avatar(live_pipe
         t0 += len(poses) / 25
     scores = phonetic_scores(np.concatenate(openings), 25, phones)
     at0 = scores["at_zero"]
-    # Measured 2026-12-03 (generator, 14 % paint margin, one-frame pose lead): p/b/m 0.82, t/d/k/g 0.74.
-    # t/d/k/g is held to the judge's bar (real people 0.62-0.91), p/b/m a little under what it reaches.
-    assert at0["pbm_sealed"] >= 0.7 and at0["tdkg_open"] >= DONE_WHEN["tdkg_open"], scores
+    # Measured 2026-12-03 (generator, one-frame pose lead, int8 encoder one call per two frames, lip
+    # gate): p/b/m 0.88, t/d/k/g 0.95, labial AUC 0.91 (without the gate 0.82 / 0.74 / 0.79). p/b/m and
+    # t/d/k/g are held to the judge's bars; the AUC a little under the bar it reaches (90 % interval +-0.06).
+    assert at0["pbm_sealed"] >= DONE_WHEN["pbm_sealed"] and at0["tdkg_open"] >= DONE_WHEN["tdkg_open"], scores
+    assert at0["labial_auc"] >= 0.85, scores
     assert abs(scores["offset_frames"]) <= 1

@@ -47,8 +47,8 @@ class Pipeline:
     @property
     def audio_delay_s(self) -> float:
         """The audio delay a live session needs: the driver's look-ahead and compute time, one frame,
-        the render lead and ~15 ms of arrival jitter (0.1 s for the loudness baseline, 0.24 s for
-        the SyncFormer)."""
+        the render lead and ~15 ms of arrival jitter (0.1 s for the loudness baseline, 0.28 s for
+        the SyncFormer with the default encoder, 0.24 s with encoder_every=1)."""
         return self.new_driver.lookahead_s + self.new_driver.compute_s + FRAME_DELAY_S
 
     def stream(self, pool: ThreadPoolExecutor, *, config: StreamConfig | None = None,
