@@ -48,56 +48,72 @@ def frame_labels(phones: list[tuple[str, float, float]], n_frames: int) -> tuple
     return labels.astype(np.int64), share[BILABIAL]
 
 
-def make_data(out: Path, clips: int, seed: int, holdout: bool, p_augment: float = 0.7) -> None:
-    """Synthesise `clips` utterances, compute their features and labels, write out/clips.npz
-    incrementally (one shard per 25 clips, resumable)."""
-    from presenter.audio.features import FeatureConfig, features_for_clip
+SHARD_CLIPS = 25           # clips per data shard (a rerun skips finished shards)
+
+
+def _espeak_clips(stop: int, seed: int, holdout: bool, p_augment: float, start: int = 0):
+    """Clips start..stop-1 of espeak-ng speech: (i, audio (n,) 16 kHz, phones [(phone, start_s, end_s)], meta)."""
     from presenter.data.augment import augment
     from presenter.data.sentences import generated, sentences
     from presenter.data.tts import draw_speaker, synthesize
+
+    texts = list(sentences()) + generated(600, seed=11 + seed)
+    for i in range(start, stop):
+        rng = np.random.default_rng([seed, i, 1234])
+        kw = draw_speaker(rng, holdout=holdout)
+        kw["rate_wpm"] = int(rng.integers(120, 260))
+        n_sent = int(rng.integers(1, 3))
+        text = " ".join(texts[int(rng.integers(len(texts)))] for _ in range(n_sent))
+        utt = synthesize(text, **kw)
+        lead, tail = rng.uniform(0.1, 0.6, size=2)
+        n_lead = int(lead * 16000)
+        audio = np.zeros(n_lead + len(utt.audio) + int(tail * 16000), np.float32)
+        audio[n_lead:n_lead + len(utt.audio)] = utt.audio
+        phones = [("sil", 0.0, lead)] + [(p, a + lead, b + lead) for p, a, b in utt.phones]
+        phones.append(("sil", phones[-1][2], len(audio) / 16000))
+        steps = {}
+        if rng.random() < p_augment:
+            audio, steps = augment(audio, seed=int(rng.integers(2 ** 31)))
+        else:
+            audio = audio * float(10 ** (rng.uniform(-12, 0) / 20))
+        yield i, audio, phones, {"i": i, "voice": kw["voice"].name, "rate": kw["rate_wpm"], "pitch": kw["pitch"],
+                                 "text": text, "aug": sorted(steps)}
+
+
+def write_shards(out: Path, clips: int, source) -> None:
+    """Features and labels of clips 0..clips-1 from source(stop, start) (yielding (i, audio, phones, meta))
+    into out/shard-KKKK.npz + .json, SHARD_CLIPS clips each, each written to a temporary name and renamed;
+    finished shards are skipped (resumable)."""
+    from presenter.audio.features import FeatureConfig, features_for_clip
     from presenter.engines.onnxruntime import whisper_encode
 
     out.mkdir(parents=True, exist_ok=True)
-    texts = list(sentences()) + generated(600, seed=11 + seed)
     cfg, enc = FeatureConfig(), whisper_encode(1)
-    shard = 25
-    for s0 in range(0, clips, shard):
-        path = out / f"shard-{s0 // shard:04d}.npz"
+    for s0 in range(0, clips, SHARD_CLIPS):
+        path = out / f"shard-{s0 // SHARD_CLIPS:04d}.npz"
         if path.exists():
             continue
-        feats, labels, shares, clip_ids, meta = [], [], [], [], []
         t0 = time.time()
-        for i in range(s0, min(s0 + shard, clips)):
-            rng = np.random.default_rng([seed, i, 1234])
-            kw = draw_speaker(rng, holdout=holdout)
-            kw["rate_wpm"] = int(rng.integers(120, 260))
-            n_sent = int(rng.integers(1, 3))
-            text = " ".join(texts[int(rng.integers(len(texts)))] for _ in range(n_sent))
-            utt = synthesize(text, **kw)
-            lead, tail = rng.uniform(0.1, 0.6, size=2)
-            n_lead = int(lead * 16000)
-            audio = np.zeros(n_lead + len(utt.audio) + int(tail * 16000), np.float32)
-            audio[n_lead:n_lead + len(utt.audio)] = utt.audio
-            phones = [("sil", 0.0, lead)] + [(p, a + lead, b + lead) for p, a, b in utt.phones]
-            phones.append(("sil", phones[-1][2], len(audio) / 16000))
-            steps = {}
-            if rng.random() < p_augment:
-                audio, steps = augment(audio, seed=int(rng.integers(2 ** 31)))
-            else:
-                audio = audio * float(10 ** (rng.uniform(-12, 0) / 20))
+        feats, labels, shares, clip_ids, meta = [], [], [], [], []
+        for i, audio, phones, m in source(min(s0 + SHARD_CLIPS, clips), s0):
             f = features_for_clip(audio, cfg, encode=enc)
             lab, sh = frame_labels(phones, len(f))
             feats.append(f.astype(np.float16))
             labels.append(lab)
             shares.append(sh)
             clip_ids.append(np.full(len(f), i, np.int32))
-            meta.append({"i": i, "voice": kw["voice"].name, "rate": kw["rate_wpm"], "pitch": kw["pitch"],
-                         "text": text, "aug": sorted(steps)})
-        np.savez(path, feats=np.concatenate(feats), labels=np.concatenate(labels),
+            meta.append(m)
+        path.with_suffix(".json").write_text(json.dumps(meta))
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez(tmp, feats=np.concatenate(feats), labels=np.concatenate(labels),
                  shares=np.concatenate(shares), clip=np.concatenate(clip_ids))
-        (out / f"shard-{s0 // shard:04d}.json").write_text(json.dumps(meta))
-        n = sum(len(x) for x in labels)
-        log.info("%s: %d frames in %.0f s", path.name, n, time.time() - t0)
+        tmp.replace(path)
+        log.info("%s: %d frames in %.0f s", path.name, sum(len(x) for x in labels), time.time() - t0)
+
+
+def make_data(out: Path, clips: int, seed: int, holdout: bool, p_augment: float = 0.7) -> None:
+    """espeak-ng clips (training voices, or the held-out ones) -> shards in out (`write_shards`)."""
+    write_shards(out, clips, lambda stop, start: _espeak_clips(stop, seed, holdout, p_augment, start))
 
 
 FESTIVAL_VOICES = ("cmu_us_slt_arctic_hts", "kal_diphone")   # Debian festvox-us-slt-hts, festvox-kallpc16k
@@ -179,30 +195,7 @@ def festival_clips(clips: int, seed: int, p_augment: float = 0.7, start: int = 0
 
 def make_festival_data(out: Path, clips: int, seed: int, p_augment: float = 0.7) -> None:
     """Like `make_data` with festival voices (`festival_clips`)."""
-    from presenter.audio.features import FeatureConfig, features_for_clip
-    from presenter.engines.onnxruntime import whisper_encode
-
-    out.mkdir(parents=True, exist_ok=True)
-    cfg, enc = FeatureConfig(), whisper_encode(1)
-    shard = 25
-    for s0 in range(0, clips, shard):
-        path = out / f"shard-{s0 // shard:04d}.npz"
-        if path.exists():
-            continue
-        t0 = time.time()
-        feats, labels, shares, clip_ids, meta = [], [], [], [], []
-        for i, audio, phones, m in festival_clips(min(s0 + shard, clips), seed, p_augment, start=s0):
-            f = features_for_clip(audio, cfg, encode=enc)
-            lab, sh = frame_labels(phones, len(f))
-            feats.append(f.astype(np.float16))
-            labels.append(lab)
-            shares.append(sh)
-            clip_ids.append(np.full(len(f), i, np.int32))
-            meta.append(m)
-        np.savez(path, feats=np.concatenate(feats), labels=np.concatenate(labels),
-                 shares=np.concatenate(shares), clip=np.concatenate(clip_ids))
-        (out / f"shard-{s0 // shard:04d}.json").write_text(json.dumps(meta))
-        log.info("%s: %d frames in %.0f s", path.name, sum(len(x) for x in labels), time.time() - t0)
+    write_shards(out, clips, lambda stop, start: festival_clips(stop, seed, p_augment, start=start))
 
 
 def load_data(dirs: list[Path]) -> dict[str, np.ndarray]:
