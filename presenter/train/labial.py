@@ -51,9 +51,26 @@ def frame_labels(phones: list[tuple[str, float, float]], n_frames: int) -> tuple
 SHARD_CLIPS = 25           # clips per data shard (a rerun skips finished shards)
 
 
+def _pad_and_augment(speech: np.ndarray, phones: list, rng: np.random.Generator,
+                     p_augment: float) -> tuple[np.ndarray, list, dict]:
+    """0.1-0.6 s of silence before and after (labelled sil), then `presenter.data.augment` with
+    probability p_augment, else a random level -> (audio, phones, augmentation steps)."""
+    from presenter.data.augment import augment
+
+    lead, tail = rng.uniform(0.1, 0.6, size=2)
+    n_lead = int(lead * 16000)
+    audio = np.zeros(n_lead + len(speech) + int(tail * 16000), np.float32)
+    audio[n_lead:n_lead + len(speech)] = speech
+    phones = [("sil", 0.0, lead)] + [(p, a + lead, b + lead) for p, a, b in phones]
+    phones.append(("sil", phones[-1][2], len(audio) / 16000))
+    if rng.random() < p_augment:
+        audio, steps = augment(audio, seed=int(rng.integers(2 ** 31)))
+        return audio, phones, steps
+    return audio * float(10 ** (rng.uniform(-12, 0) / 20)), phones, {}
+
+
 def _espeak_clips(stop: int, seed: int, holdout: bool, p_augment: float, start: int = 0):
     """Clips start..stop-1 of espeak-ng speech: (i, audio (n,) 16 kHz, phones [(phone, start_s, end_s)], meta)."""
-    from presenter.data.augment import augment
     from presenter.data.sentences import generated, sentences
     from presenter.data.tts import draw_speaker, synthesize
 
@@ -65,17 +82,7 @@ def _espeak_clips(stop: int, seed: int, holdout: bool, p_augment: float, start: 
         n_sent = int(rng.integers(1, 3))
         text = " ".join(texts[int(rng.integers(len(texts)))] for _ in range(n_sent))
         utt = synthesize(text, **kw)
-        lead, tail = rng.uniform(0.1, 0.6, size=2)
-        n_lead = int(lead * 16000)
-        audio = np.zeros(n_lead + len(utt.audio) + int(tail * 16000), np.float32)
-        audio[n_lead:n_lead + len(utt.audio)] = utt.audio
-        phones = [("sil", 0.0, lead)] + [(p, a + lead, b + lead) for p, a, b in utt.phones]
-        phones.append(("sil", phones[-1][2], len(audio) / 16000))
-        steps = {}
-        if rng.random() < p_augment:
-            audio, steps = augment(audio, seed=int(rng.integers(2 ** 31)))
-        else:
-            audio = audio * float(10 ** (rng.uniform(-12, 0) / 20))
+        audio, phones, steps = _pad_and_augment(utt.audio, utt.phones, rng, p_augment)
         yield i, audio, phones, {"i": i, "voice": kw["voice"].name, "rate": kw["rate_wpm"], "pitch": kw["pitch"],
                                  "text": text, "aug": sorted(steps)}
 
@@ -153,11 +160,10 @@ def festival_clips(clips: int, seed: int, p_augment: float = 0.7, start: int = 0
 
     from scipy.signal import resample_poly
 
-    from presenter.data.augment import augment
     from presenter.data.sentences import generated, sentences
 
     texts = list(sentences()) + generated(600, seed=21 + seed)
-    shard = 25
+    shard = SHARD_CLIPS
     for s0 in range(start - start % shard, clips, shard):
         rng = np.random.default_rng([seed, s0, 4321])
         idx = list(range(s0, min(s0 + shard, clips)))
@@ -177,17 +183,7 @@ def festival_clips(clips: int, seed: int, p_augment: float = 0.7, start: int = 0
                 name = "sil" if name in ("pau", "h#", "#", "brth") else name
                 phones.append((name, prev * scale, end * scale))
                 prev = end
-            lead, tail = rng.uniform(0.1, 0.6, size=2)
-            n_lead = int(lead * 16000)
-            audio = np.zeros(n_lead + len(sp) + int(tail * 16000), np.float32)
-            audio[n_lead:n_lead + len(sp)] = sp
-            phones = [("sil", 0.0, lead)] + [(p, a + lead, b + lead) for p, a, b in phones]
-            phones.append(("sil", phones[-1][2], len(audio) / 16000))
-            steps = {}
-            if rng.random() < p_augment:
-                audio, steps = augment(audio, seed=int(rng.integers(2 ** 31)))
-            else:
-                audio = audio * float(10 ** (rng.uniform(-12, 0) / 20))
+            audio, phones, steps = _pad_and_augment(sp, phones, rng, p_augment)
             if i >= start:
                 yield i, audio, phones, {"i": i, "voice": voice, "stretch": stretch, "speed": f_speed,
                                          "text": text, "aug": sorted(steps)}
