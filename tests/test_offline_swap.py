@@ -80,11 +80,14 @@ def swapped(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray, hop
 
 def test_swap_writes_a_labelled_watermarked_video_with_the_consent(swapped: dict) -> None:
     """Same frames, size and rate as the target; the SYNTHETIC title; the consent statement, both inputs'
-    sha256 and a time in the metadata; the watermark found; no temporary file left."""
+    sha256 and a time in the metadata; the watermark found, also after an H.264 re-encode at CRF 28;
+    no temporary file left."""
     import hashlib
     import json
 
-    from presenter.offline.media import metadata, probe_video
+    import av
+
+    from presenter.offline.media import metadata, probe_video, read_frames
     from presenter.watermark import verify_file
 
     info = probe_video(swapped["out"])
@@ -96,6 +99,16 @@ def test_swap_writes_a_labelled_watermarked_video_with_the_consent(swapped: dict
     for key in ("source", "target"):
         assert made["inputs"][key]["sha256"] == hashlib.sha256(swapped[key].read_bytes()).hexdigest()
     d = verify_file(swapped["out"])
+    assert d.found and d.payload is not None and f"{d.payload.run_id:08x}" == made["job_id"]
+    again = swapped["dir"] / "reencoded.mp4"            # and after an H.264 re-encode at CRF 28
+    with av.open(str(again), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt, s.options = 256, 300, "yuv420p", {"crf": "28"}
+        for f in read_frames(swapped["out"]):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode(None))
+    d = verify_file(again)
+    again.unlink()
     assert d.found and d.payload is not None and f"{d.payload.run_id:08x}" == made["job_id"]
     assert sorted(p.name for p in swapped["dir"].iterdir()) == ["astronaut.png", "hopper.mp4", "swapped.mp4"]
 
