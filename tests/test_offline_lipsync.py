@@ -382,7 +382,10 @@ def test_driver_video_moves_the_mouth_and_brings_its_sound(dubbed_still: Dub, so
     ok = ~np.isnan(followed) & ~np.isnan(shown)
     r = np.corrcoef(followed[ok], shown[ok])[0, 1]
     print(f"driver video: output opening vs driver opening over {ok.sum()} frames: r = {r:.2f}")
-    assert r > 0.6, f"output opening vs driver opening: r = {r:.2f}"
+    # Measured 0.94 before the lip gate; with it the driver's mouth is nearer open/sealed steps, which a
+    # frame's timing jitter decorrelates more: 0.68 on a quiet run, 0.58 on one under stress-ng --cpu 2.
+    # The target is an idle video: without the driver its mouth does not follow any speech.
+    assert r > 0.5, f"output opening vs driver opening: r = {r:.2f}"
 
 
 # --- speaking style ------------------------------------------------------------------------------
