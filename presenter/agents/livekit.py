@@ -253,11 +253,13 @@ class RoomlessRunner:
                     self._receiving, position, self._playing_s = False, self._playing_s, 0.0
                     await _maybe_await(self.audio_recv.notify_playback_finished(position, interrupted=False))
                 continue
-            await self.av_sync.push(item)
             if isinstance(item, rtc.AudioFrame):
-                if self._playing_s == 0.0:
+                # Counted as played when handed over, before any await: a barge-in while the push
+                # waits must report this frame, and must not leave it to the next utterance's count.
+                started, self._playing_s = self._playing_s == 0.0, self._playing_s + item.duration
+                if started:
                     await _maybe_await(self.audio_recv.notify_playback_started())
-                self._playing_s += item.duration
+            await self.av_sync.push(item)
 
     def _on_clear_buffer(self) -> None:
         self.generator.clear_buffer()
