@@ -34,11 +34,13 @@ log = logging.getLogger(__name__)
 MIC_RATE = 48000
 MIC_CHUNK_S = 0.02               # browsers send 20 ms audio frames
 GAP_S = 0.6                      # silence between utterances
+PROBE_GAP_S = 1.2                # ... in the browser call: the page's probe times a phrase only after
+                                 # >= 300 ms of quiet on the microphone and of closed lips on screen
 WARMUP_S = 1.0                   # frames of the first second are left out of the pace figures
 
 
-def real_speech(seconds: float, rate: int = MIC_RATE) -> np.ndarray:
-    """Read speech from Debian's pocketsphinx-testdata, utterances joined with GAP_S of silence and
+def real_speech(seconds: float, rate: int = MIC_RATE, gap_s: float = GAP_S) -> np.ndarray:
+    """Read speech from Debian's pocketsphinx-testdata, utterances joined with gap_s of silence and
     repeated to `seconds` -> (n,) float32 mono at `rate`."""
     from presenter.audio.io import as_float_mono, read_wav, resample
     from presenter.data.align_real import TESTDATA_DIR, transcripts
@@ -46,7 +48,7 @@ def real_speech(seconds: float, rate: int = MIC_RATE) -> np.ndarray:
     found = transcripts()
     if not found:
         raise UserError(f"no pocketsphinx test data under {TESTDATA_DIR}: apt-get install pocketsphinx-testdata")
-    gap = np.zeros(int(GAP_S * rate), np.float32)
+    gap = np.zeros(int(gap_s * rate), np.float32)
     parts, total = [], 0
     while total < seconds * rate:
         for _, wav, _ in found:
@@ -248,7 +250,7 @@ def bench_browser(*, avatar: str = "default", engine: str = "auto", seconds: flo
     from presenter.paths import home
     from presenter.server.chromium import browser_call, server_process
 
-    speech = real_speech(max(10.0, seconds))
+    speech = real_speech(max(10.0, seconds), gap_s=PROBE_GAP_S)
     with tempfile.TemporaryDirectory(prefix="presenter-bench-") as d:
         wav = Path(d) / "speech48k.wav"
         write_wav(wav, speech, MIC_RATE)
