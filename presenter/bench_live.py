@@ -222,8 +222,14 @@ def bench_stream(*, avatar: str = "default", engine: str = "auto", seconds: floa
 
 @dataclass
 class BrowserRun:
-    """A loopback call from Chromium to `python -m presenter.serve` (times in ms)."""
+    """A loopback call from Chromium to `python -m presenter.serve` (times in ms).
+
+    The latency and A/V offset come from the page's probe (web/probe.js), which sees a mouth open
+    by the dark share of its box: the warp renderer's drawn cavity. The generator's mouth on the
+    default avatar opens onto teeth and lips, which the probe cannot see, so with the generator these
+    are None (`presenter eval live` measures the offset of that path by phonetics)."""
     engine: str
+    renderer: str
     listen_s: float
     shown_fps: float                    # frames the page showed over the last second
     decoded_fps: float | None           # inbound video getStats framesPerSecond
@@ -234,7 +240,7 @@ class BrowserRun:
     latency_p50_ms: float | None        # mic onset -> mouth onset on screen, past the warm-up
     latency_p95_ms: float | None
     phrases: int                        # microphone onsets, and of those
-    phrases_with_mouth: int             # followed by a mouth onset within 1 s
+    phrases_with_mouth: int | None      # followed by a mouth onset within 1 s
     av_offset_p50_ms: float | None      # mouth onset - returned voice onset, past the warm-up
     audio_packets_discarded: int | None
     audio_concealed_pct: float | None   # returned audio the browser had to conceal
@@ -262,16 +268,22 @@ def bench_browser(*, avatar: str = "default", engine: str = "auto", seconds: flo
         load1 = os.getloadavg()
     lat, _ = call.latencies_ms()
     av = call.av_offsets_ms()
+    probe_sees_mouth = not info["renderer"].startswith("generator")
+    if not probe_sees_mouth:
+        log.info("the page's probe cannot see the generator's mouth open (BrowserRun's docstring): "
+                 "no mic-to-screen latency or A/V offset from the page; see `presenter eval live`")
+        lat = av = []
     a = call.audio_stats
     concealed = (100 * a["concealedSamples"] / a["totalSamplesReceived"]
                  if a.get("totalSamplesReceived") else None)
     return BrowserRun(
-        engine=info["engine"], listen_s=call.listen_s, shown_fps=float(call.shown_fps),
+        engine=info["engine"], renderer=info["renderer"], listen_s=call.listen_s, shown_fps=float(call.shown_fps),
         decoded_fps=call.video_stats.get("framesPerSecond"), frames_decoded=call.video_stats.get("framesDecoded"),
         server_frames=call.server_stats.get("frames", 0), server_reused=call.server_stats.get("reused", 0),
         server_late_poses=call.server_stats.get("late_poses", 0),
         latency_p50_ms=_pct(lat, 50), latency_p95_ms=_pct(lat, 95),
-        phrases=call.probe["mic_onsets"], phrases_with_mouth=len(call.probe["latencies_ms"]),
+        phrases=call.probe["mic_onsets"],
+        phrases_with_mouth=len(call.probe["latencies_ms"]) if probe_sees_mouth else None,
         av_offset_p50_ms=_pct(av, 50), audio_packets_discarded=a.get("packetsDiscarded"),
         audio_concealed_pct=concealed, server_cpu_pct_of_core=call.server_cpu_pct,
         viewer_fps=float(call.viewer_fps), loadavg_before=load0, loadavg_after=load1)
