@@ -246,6 +246,8 @@ class BrowserRun:
     audio_concealed_pct: float | None   # returned audio the browser had to conceal
     server_cpu_pct_of_core: float
     viewer_fps: float
+    viewer_audio_packets_discarded: int | None   # the same, on the viewer page (the program, OBS)
+    viewer_audio_concealed_pct: float | None
     loadavg_before: tuple[float, float, float]
     loadavg_after: tuple[float, float, float]
 
@@ -273,9 +275,7 @@ def bench_browser(*, avatar: str = "default", engine: str = "auto", seconds: flo
         log.info("the page's probe cannot see the generator's mouth open (BrowserRun's docstring): "
                  "no mic-to-screen latency or A/V offset from the page; see `presenter eval live`")
         lat = av = []
-    a = call.audio_stats
-    concealed = (100 * a["concealedSamples"] / a["totalSamplesReceived"]
-                 if a.get("totalSamplesReceived") else None)
+    a, va = call.audio_stats, call.viewer_audio_stats
     return BrowserRun(
         engine=info["engine"], renderer=info["renderer"], listen_s=call.listen_s, shown_fps=float(call.shown_fps),
         decoded_fps=call.video_stats.get("framesPerSecond"), frames_decoded=call.video_stats.get("framesDecoded"),
@@ -285,8 +285,15 @@ def bench_browser(*, avatar: str = "default", engine: str = "auto", seconds: flo
         phrases=call.probe["mic_onsets"],
         phrases_with_mouth=len(call.probe["latencies_ms"]) if probe_sees_mouth else None,
         av_offset_p50_ms=_pct(av, 50), audio_packets_discarded=a.get("packetsDiscarded"),
-        audio_concealed_pct=concealed, server_cpu_pct_of_core=call.server_cpu_pct,
-        viewer_fps=float(call.viewer_fps), loadavg_before=load0, loadavg_after=load1)
+        audio_concealed_pct=_concealed_pct(a), server_cpu_pct_of_core=call.server_cpu_pct,
+        viewer_fps=float(call.viewer_fps), viewer_audio_packets_discarded=va.get("packetsDiscarded"),
+        viewer_audio_concealed_pct=_concealed_pct(va), loadavg_before=load0, loadavg_after=load1)
+
+
+def _concealed_pct(stats: dict) -> float | None:
+    """Share of an inbound audio track's samples the browser concealed (invented), in %."""
+    total = stats.get("totalSamplesReceived")
+    return 100 * stats["concealedSamples"] / total if total else None
 
 
 def _fmt(v) -> str:

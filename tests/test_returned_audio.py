@@ -1,4 +1,5 @@
-"""The presenter's voice comes back whole over WebRTC (loopback, aiortc client).
+"""The presenter's voice comes back whole over WebRTC (loopback, aiortc client), to the presenter
+page's session and to a viewer of the program (OBS) fed by a WHIP publisher.
 
 Real read speech (pocketsphinx-testdata, never trained on) goes in as the microphone; the audio
 that the server sends back is decoded by our aiortc client and compared with what was sent: its
@@ -16,7 +17,7 @@ import pytest
 
 from presenter.audio.io import read_wav, resample
 from presenter.audio.mel import power_mel
-from presenter.server.client import Client, WavMicrophone
+from presenter.server.client import Client, Received, WavMicrophone, whip_publish
 from presenter.server.inprocess import serving
 from presenter.server.tracks import split_audio
 
@@ -66,13 +67,35 @@ def test_audio_frames_are_split_into_20ms_packets_with_their_own_pts() -> None:
     np.testing.assert_array_equal(np.concatenate([p.to_ndarray() for p in pieces], axis=1), frame.to_ndarray())
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(SPEECH), reason="pocketsphinx-testdata is not installed")
-def test_returned_voice_is_whole_and_intelligible(live_pipeline) -> None:
-    """All of the sent speech comes back: as many seconds as the call lasted, the same spectrum
-    (log-mel r >= 0.9 for each second, aligned on its own) and most of the words the recogniser hears in the original."""
+needs_speech = pytest.mark.skipif(not __import__("os").path.exists(SPEECH),
+                                  reason="pocketsphinx-testdata is not installed")
+
+
+def read_speech() -> tuple[np.ndarray, np.ndarray]:
+    """-> (the read speech at 48 kHz, the microphone's signal: 0.5 s of silence, the speech, 1 s of silence)."""
     pcm, rate = read_wav(SPEECH)
     speech = resample(pcm, rate, 48000)
-    sent = np.concatenate([np.zeros(24000, np.float32), speech, np.zeros(48000, np.float32)])
+    return speech, np.concatenate([np.zeros(24000, np.float32), speech, np.zeros(48000, np.float32)])
+
+
+def assert_whole(rec: Received, speech: np.ndarray) -> None:
+    """All of `speech` came back: as many seconds as the audio's arrival spanned, the same spectrum
+    (log-mel r >= 0.9 for each second, aligned on its own) and most of the words the recogniser
+    hears in the original."""
+    got = rec.audio_samples()
+    arrived_s = rec.audio_t[-1] - rec.audio_t[0]
+    assert len(got) / rec.audio_rate >= 0.9 * arrived_s, "received audio covers only part of the call"
+    assert len(got) >= len(speech)
+    assert log_mel_match(got, speech, rec.audio_rate) >= 0.9
+    heard, said = transcribe(got, rec.audio_rate), transcribe(speech, 48000)
+    common = sum(min(heard.count(w), said.count(w)) for w in set(said))
+    assert common >= 0.6 * len(said), (heard, said)
+
+
+@needs_speech
+def test_returned_voice_is_whole_and_intelligible(live_pipeline) -> None:
+    """The presenter page's session (POST /offer): all of the sent speech comes back to the caller."""
+    speech, sent = read_speech()
     call_s = len(sent) / 48000 + 1.0
 
     async def main():
@@ -82,12 +105,26 @@ def test_returned_voice_is_whole_and_intelligible(live_pipeline) -> None:
                 await asyncio.sleep(call_s)
                 return c.received
 
+    assert_whole(asyncio.run(main()), speech)
+
+
+@needs_speech
+def test_program_voice_reaches_a_viewer_whole_from_a_whip_publisher(baseline_pipeline) -> None:
+    """WHIP in, viewer out (POST /view, what OBS does): a publisher's speech comes back whole in the
+    program's audio, which shares the presenter session's tracks code but has its own pump (the
+    program's). The cheap baseline pipeline: the audio path does not depend on the face."""
+    speech, sent = read_speech()
+
+    async def main():
+        async with serving(baseline_pipeline) as srv:
+            async with Client(srv.url, None) as viewer:
+                await viewer.wait_connected()
+                pub, location = await whip_publish(srv.url, WavMicrophone(sent, 48000, loop=False))
+                try:
+                    await asyncio.sleep(len(sent) / 48000 + 1.0)
+                finally:
+                    await pub.close()
+                return viewer.received
+
     rec = asyncio.run(main())
-    got = rec.audio_samples()
-    arrived_s = rec.audio_t[-1] - rec.audio_t[0]
-    assert len(got) / rec.audio_rate >= 0.9 * arrived_s, "received audio covers only part of the call"
-    assert len(got) >= len(speech)
-    assert log_mel_match(got, speech, rec.audio_rate) >= 0.9
-    heard, said = transcribe(got, rec.audio_rate), transcribe(speech, 48000)
-    common = sum(min(heard.count(w), said.count(w)) for w in set(said))
-    assert common >= 0.6 * len(said), (heard, said)
+    assert_whole(rec, speech)

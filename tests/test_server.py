@@ -17,7 +17,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from presenter.errors import UserError
 from presenter.server.app import HUB, MAX_BODY_BYTES, ServerConfig, build_app
-from presenter.server.client import Client, Received, WavMicrophone
+from presenter.server.client import Client, Received, WavMicrophone, whip_publish
 from presenter.server.inprocess import Running, serving
 
 
@@ -216,18 +216,6 @@ class Viewer:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-async def whip_publish(url: str, mic: WavMicrophone) -> tuple[RTCPeerConnection, str]:
-    """A WHIP publisher sending `mic` -> (its peer connection, the session's Location)."""
-    pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pub.addTransceiver(mic, direction="sendonly")
-    await pub.setLocalDescription(await pub.createOffer())
-    status, headers, answer = await post(f"{url}/whip", data=pub.localDescription.sdp,
-                                         headers={"Content-Type": "application/sdp"})
-    assert status == 201 and headers["Content-Type"].startswith("application/sdp"), (status, answer)
-    await pub.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    return pub, headers["Location"]
 
 
 def test_whip_publisher_drives_the_viewer_program(baseline_pipeline, speech_wav) -> None:

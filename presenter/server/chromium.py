@@ -128,6 +128,7 @@ class CallResult:
     audio_stats: dict                 # inbound audio getStats (packets received / discarded, concealment)
     viewer_shown: int                 # frames shown by the viewer page (0 without one)
     viewer_fps: float
+    viewer_audio_stats: dict          # the viewer page's inbound audio getStats ({} without one)
     readout: str                      # the page's latency read-out
     server_stats: dict                # GET /session/<id> at the end of listening
     server_cpu_pct: float             # the server process's CPU over the listening time, % of one core
@@ -196,6 +197,7 @@ def browser_call(url: str, wav: Path, *, listen_s: float, server_pid: int, viewe
                 page.screenshot(path=str(screenshots / "presenter.png"))
             viewer_fps = view.evaluate("window.viewer.counter.fps()") if view else 0.0
             viewer_shown = view.evaluate("window.viewer.counter.shown") if view else 0
+            vastats = (view.evaluate(f"({AUDIO_STATS_JS})(window.viewer.pc)") or {}) if view else {}
             if view and screenshots is not None:
                 view.screenshot(path=str(screenshots / "viewer.png"))
             during = healthz(url)
@@ -207,4 +209,4 @@ def browser_call(url: str, wav: Path, *, listen_s: float, server_pid: int, viewe
         finally:
             browser.close()
     return CallResult(errors, badge, pair, probe, (shown0, shown1, shown2), shown_fps, vstats, astats,
-                      viewer_shown, viewer_fps, readout, server_stats, cpu_pct, listened, during, after)
+                      viewer_shown, viewer_fps, vastats, readout, server_stats, cpu_pct, listened, during, after)

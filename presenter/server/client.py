@@ -2,7 +2,8 @@
 
 Used by the loopback tests and the capacity measurement (`python -m presenter.server.loadtest`):
 it speaks to the server exactly as the presenter page does (POST /offer, sendrecv audio,
-recvonly video), with aiortc instead of a browser.
+recvonly video), with aiortc instead of a browser; without a microphone, as the viewer page
+(OBS) does (POST /view, receive-only). `whip_publish` is a WHIP publisher (POST /whip).
 """
 from __future__ import annotations
 
@@ -109,9 +110,10 @@ class Received:
 class Client:
     """One presenter-page-like session. Use `async with Client(url, mic) as c:`."""
 
-    def __init__(self, base_url: str, mic: MediaStreamTrack, *, keep: Callable[[np.ndarray], np.ndarray] | None = None,
-                 token: str | None = None) -> None:
-        """keep: maps each received RGB frame to what is stored (a crop; None stores nothing)."""
+    def __init__(self, base_url: str, mic: MediaStreamTrack | None, *,
+                 keep: Callable[[np.ndarray], np.ndarray] | None = None, token: str | None = None) -> None:
+        """mic: None makes a viewer of the program (POST /view) instead of a presenter session.
+        keep: maps each received RGB frame to what is stored (a crop; None stores nothing)."""
         self.base_url = base_url.rstrip("/")
         self.mic = mic
         self.keep = keep
@@ -145,16 +147,20 @@ class Client:
             if pc.connectionState == "connected":
                 self.connected.set()
 
-        pc.addTrack(self.mic)
+        if self.mic is None:
+            pc.addTransceiver("audio", direction="recvonly")
+        else:
+            pc.addTrack(self.mic)
         pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
+        endpoint = "/view" if self.mic is None else "/offer"
         async with aiohttp.ClientSession(headers=self.headers) as http:
-            async with http.post(f"{self.base_url}/offer", json={"sdp": pc.localDescription.sdp,
-                                                                  "type": pc.localDescription.type}) as r:
+            async with http.post(f"{self.base_url}{endpoint}", json={"sdp": pc.localDescription.sdp,
+                                                                      "type": pc.localDescription.type}) as r:
                 body = await r.json()
                 if r.status != 200:
-                    raise RuntimeError(f"POST /offer -> {r.status}: {body}")
-        self.session_id = body["session"]
+                    raise RuntimeError(f"POST {endpoint} -> {r.status}: {body}")
+        self.session_id = body.get("session")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
 
     async def _record(self, track: MediaStreamTrack) -> None:
@@ -193,3 +199,22 @@ class Client:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pc.close()
+
+
+async def whip_publish(base_url: str, mic: MediaStreamTrack, *,
+                       token: str | None = None) -> tuple[RTCPeerConnection, str]:
+    """A WHIP publisher sending `mic` (POST /whip, application/sdp) -> (its peer connection, the
+    session's Location path); DELETE the Location to end it."""
+    pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pub.addTransceiver(mic, direction="sendonly")
+    await pub.setLocalDescription(await pub.createOffer())
+    headers = {"Content-Type": "application/sdp"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base_url.rstrip('/')}/whip", data=pub.localDescription.sdp, headers=headers) as r:
+            answer = await r.text()
+            if r.status != 201 or not r.headers.get("Content-Type", "").startswith("application/sdp"):
+                await pub.close()
+                raise RuntimeError(f"POST /whip -> {r.status}: {answer}")
+            location = r.headers["Location"]
+    await pub.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return pub, location
