@@ -24,7 +24,7 @@ def test_probe_tells_bilabials_from_other_stops_on_held_out_real_speech(probe) -
     from presenter.audio.features import FeatureConfig, features_for_clip
     from presenter.data.align_real import real_validation_set
     from presenter.engines.onnxruntime import whisper_encode
-    from presenter.offline.judge import _auc
+    from presenter.offline.judge import auc
 
     encode, pos, neg = whisper_encode(1), [], []
     for clip in list(real_validation_set())[:5]:
@@ -34,7 +34,7 @@ def test_probe_tells_bilabials_from_other_stops_on_held_out_real_speech(probe) -
             (pos if phone.lower() in ("p", "b", "m") else neg if phone.lower() in ("t", "d", "k", "g") else [])\
                 .extend(frames.tolist())
     assert len(pos) > 10 and len(neg) > 10
-    assert _auc(np.asarray(pos), np.asarray(neg)) > 0.85
+    assert auc(np.asarray(pos), np.asarray(neg)) > 0.85
 
 
 def test_gate_opens_unlikely_bilabials_seals_likely_ones_and_leaves_rest_alone() -> None:
@@ -73,3 +73,30 @@ def test_streaming_gate_equals_the_gate_over_the_whole_clip(probe) -> None:
     with torch.inference_mode():
         p = probe.probs(torch.from_numpy(x))[:, 2].numpy()
     np.testing.assert_allclose(streamed[lead + 2:], gate_lips(disp, p)[lead + 2:], atol=1e-5)
+
+
+def test_training_without_data_or_with_a_bad_config_says_what_to_do(tmp_path, capsys, monkeypatch) -> None:
+    """An empty data folder: exit 2 naming it and the command that makes data, nothing written;
+    a probe whose config.json has an unknown key: a UserError naming the file and the key."""
+    import json
+    import shutil
+    import sys
+
+    from presenter.errors import UserError
+    from presenter.motion.labial import default_weights_dir
+    from presenter.train.labial import main
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(sys, "argv", ["labial", "train", "--data", str(tmp_path / "empty"), "--out",
+                                      str(tmp_path / "w")])
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert "empty: no shard-*.npz" in err and "presenter.train.labial data" in err
+    assert not (tmp_path / "w").exists()
+
+    bad = tmp_path / "bad"
+    shutil.copytree(default_weights_dir(), bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "layers": 3}))
+    with pytest.raises(UserError, match=r"bad/config\.json.*layers"):
+        load_probe(bad)

@@ -53,6 +53,8 @@ def test_swap_checks_its_inputs(inputs, tmp_path: Path, capsys: pytest.CaptureFi
                                   tmp_path / "out.mp4", capsys)
     assert "does not exist" in _swap(["--source", str(tmp_path / "nobody.png"), "--target", str(target),
                                       "--consent", CONSENT], tmp_path / "out.mp4", capsys)
+    assert "--face-index -1" in _swap(["--source", str(src), "--target", str(target), "--consent", CONSENT,
+                                       "--face-index", "-1"], tmp_path / "out.mp4", capsys)
     (tmp_path / "out.mp4").write_bytes(b"keep")
     assert "already exists" in _swap(["--source", str(src), "--target", str(target), "--consent", CONSENT],
                                      tmp_path / "out.mp4", capsys)

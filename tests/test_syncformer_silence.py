@@ -60,3 +60,24 @@ def test_silence_skips_the_encoder_and_rests_while_speech_is_unchanged(drive) ->
     open_lean = np.abs(lean[speaking]).max(axis=(1, 2))
     assert np.corrcoef(open_full, open_lean)[0, 1] > 0.95
     assert np.abs(open_full - open_lean).mean() < 0.1 * open_full.mean()
+
+
+def test_the_lip_gate_streams_across_silent_chunks_as_over_the_whole_clip(one_torch_thread) -> None:
+    """With the lip gate and the silence skip, 20 ms chunks (whole chunks of silence in the gaps) give
+    the same poses as one push of the clip: the gate's memory of the frames before carries across
+    chunks, silent ones included (a gate that forgets it at each chunk fails here)."""
+    from presenter.engines.onnxruntime import whisper_encode
+    from presenter.models.lipsync import load_lipsync
+    from presenter.motion.labial import LabialGate, load_probe
+    from presenter.motion.syncformer_driver import POSE_LEAD_FRAMES
+
+    model, encode, probe = load_lipsync(), whisper_encode(1), load_probe()
+    audio, _ = speech_phrases(("Bob and Pam", "Art", "Mom", "Ask"), gap_s=0.8, rate=16000)
+
+    def run(chunk: int) -> np.ndarray:
+        d = SyncFormerDriver(model, encode=encode, labial=LabialGate(probe, lead=POSE_LEAD_FRAMES))
+        return np.concatenate([d.push(audio[i:i + chunk]) for i in range(0, len(audio), chunk)] + [d.flush()])
+
+    whole, streamed = run(len(audio)), run(320)
+    assert whole.shape == streamed.shape and np.abs(whole).max() > 0.3
+    np.testing.assert_allclose(streamed, whole, atol=1e-4)

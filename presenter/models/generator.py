@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from presenter.errors import UserError
 from presenter.face.guidance import GUIDANCE_CHANNELS
-from presenter.models.util import assert_shape
+from presenter.models.util import assert_shape, config_from_json
 
 IMAGE_CHANNELS = 3
 ENCODER_INPUT = IMAGE_CHANNELS + 1 + GUIDANCE_CHANNELS   # masked target, mask, guidance
@@ -89,14 +89,7 @@ class GeneratorConfig:
     @classmethod
     def from_json(cls, path: Path) -> "GeneratorConfig":
         """Read config.json; an unknown or missing key is a UserError naming the key and the file."""
-        raw = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(raw) - known), sorted(known - set(raw))
-        if unknown:
-            raise UserError(f"{path}: unknown key(s) {unknown} for GeneratorConfig; re-export the generator")
-        if missing:
-            raise UserError(f"{path}: missing key(s) {missing} for GeneratorConfig; re-export the generator")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        return config_from_json(cls, path, "re-export the generator")
 
 
 class ModulatedConv(nn.Module):

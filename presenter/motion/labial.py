@@ -21,7 +21,6 @@ driver's one-frame pose lead (`POSE_LEAD_FRAMES`), future=1 needs no extra look-
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -94,8 +93,10 @@ def load_probe(path: str | Path | None = None) -> LabialProbe:
     """A trained probe from a folder with config.json and model.safetensors (default: the shipped one)."""
     from safetensors.torch import load_file
 
+    from presenter.models.util import config_from_json
+
     path = Path(path) if path else default_weights_dir()
-    cfg = LabialConfig(**json.loads((path / "config.json").read_text()))
+    cfg = config_from_json(LabialConfig, path / "config.json", "retrain with 'python -m presenter.train.labial'")
     model = LabialProbe(cfg)
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.eval()
@@ -107,7 +108,7 @@ class GateConfig:
     seal_above: float = 0.5   # P(bilabial) over this: lips brought together
     open_cm: float = 0.5      # mesh lip gap (cm, incl. REST_GAP_CM) an "open" frame gets at least
     open_past: int = 1        # a frame opens only if P(bilabial) stays under open_below this many frames before it
-    open_future: int = 0      # ... and this many after it (each costs a frame of look-ahead live; 0 = none)
+    open_future: int = 0      # ... and this many after it (offline `gate_lips` only: live it would cost look-ahead)
 
 
 def jaw_field() -> np.ndarray:
@@ -165,9 +166,11 @@ class LabialGate:
     """
 
     def __init__(self, probe: LabialProbe, cfg: GateConfig = GateConfig(), lead: int = 1) -> None:
-        if probe.cfg.future + cfg.open_future > lead:
-            raise ValueError(f"probe future {probe.cfg.future} + open_future {cfg.open_future} needs "
-                             f"lead_frames >= that, got {lead}")
+        if cfg.open_future:
+            raise ValueError(f"open_future {cfg.open_future}: the streaming gate reads no later frame's "
+                             "P(bilabial) (each would cost a frame of look-ahead); use gate_lips offline")
+        if probe.cfg.future > lead:
+            raise ValueError(f"probe future {probe.cfg.future} needs lead_frames >= that, got {lead}")
         self.probe, self.cfg, self.lead = probe, cfg, lead
         self.field = jaw_field()
         self.reset()

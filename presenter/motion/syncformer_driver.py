@@ -74,8 +74,9 @@ class SyncFormerDriver:
             encode = whisper_encode(1)
         self._encode = encode
         self._skip_silence = skip_silence
-        if labial is not None and labial.lead > lead_frames:
-            raise ValueError(f"the labial gate reads {labial.lead} frames ahead; the driver leads by {lead_frames}")
+        if labial is not None and labial.lead != lead_frames:
+            raise ValueError(f"the labial gate is built for a {labial.lead}-frame pose lead; the driver leads by "
+                             f"{lead_frames} (its probabilities would be for other frames)")
         self._labial = labial
         self._silence = silence_features(self.model.feat_cfg, encode)
         self.set_style(reference)
@@ -161,8 +162,9 @@ class SyncFormerDriver:
         keep = self.model.sync.cfg.receptive_frames - 1
         self._window = np.concatenate([self._window, feats])[-(keep + k):]
         silent = self._silent(np.arange(first, first + k))
-        if silent.all():
-            return np.zeros((k, N_VERTICES, 3), np.float32)
+        if silent.all():      # the gate still reads these frames: its memory of the last ones spans the pause
+            disp = np.zeros((k, N_VERTICES, 3), np.float32)
+            return disp if self._labial is None else self._labial(self._window, disp)
         if self._engine is not None:
             out = self._engine.run({"features": self._window[None], "style": self._style.numpy()})
             disp = out["displacement"][0, -k:].copy()                                 # (k, V, 3)

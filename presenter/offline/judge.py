@@ -84,12 +84,15 @@ def per_phone(openings: np.ndarray, phones: list[tuple[str, float, float]], fps:
     return np.asarray(vals, np.float64)
 
 
-def _auc(high: np.ndarray, low: np.ndarray) -> float:
-    """P(a value of `high` > a value of `low`), ties counting half; NaN when either is empty."""
+def auc(high: np.ndarray, low: np.ndarray) -> float:
+    """P(a value of `high` > a value of `low`), ties counting half (Mann-Whitney, by ranks: fine for
+    many values); NaN when either is empty."""
+    high, low = np.asarray(high, np.float64).ravel(), np.asarray(low, np.float64).ravel()
     if not high.size or not low.size:
         return math.nan
-    diff = high[:, None] - low[None, :]
-    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+    _, inverse, counts = np.unique(np.concatenate([high, low]), return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]          # 1-based, ties get their mean rank
+    return float((ranks[:high.size].sum() - high.size * (high.size + 1) / 2) / (high.size * low.size))
 
 
 def _rate(hits: np.ndarray) -> float:
@@ -103,7 +106,7 @@ def _scores_at(openings: np.ndarray, phones: list[tuple[str, float, float]], fps
     return {
         "pbm_sealed": _rate(pbm <= SEALED_MAX), "pbm_sealed_n": int((pbm <= SEALED_MAX).sum()), "pbm_n": pbm.size,
         "tdkg_open": _rate(tdkg > SEALED_MAX), "tdkg_open_n": int((tdkg > SEALED_MAX).sum()), "tdkg_n": tdkg.size,
-        "labial_auc": _auc(tdkg, pbm),
+        "labial_auc": auc(tdkg, pbm),
         "pbm_min_median": float(np.median(pbm)) if pbm.size else math.nan,
         "pbm_min_mean": float(pbm.mean()) if pbm.size else math.nan,
         "tdkg_min_median": float(np.median(tdkg)) if tdkg.size else math.nan,

@@ -7,8 +7,8 @@
     with the consent statement, the inputs' sha256 and the time in its metadata, written atomically
 
 Frames where no face is seen pass through unchanged; the target's soundtrack is kept (a target
-without one gets a silent track). The target is read twice (tracking, then drawing), so memory
-does not grow with its length.
+without one gets a silent track). The target is read twice (tracking, then drawing), so its
+frames are not held: only each frame's fitted face mesh is (a few kB per frame).
 """
 from __future__ import annotations
 
@@ -125,6 +125,8 @@ def swap(opts: SwapOptions, *, progress: bool = False) -> SwapResult:
     t0 = time.monotonic()
     consent = check_consent(opts.consent)
     check_output(opts.output, opts.force)
+    if opts.face_index < 0:
+        raise UserError(f"--face-index {opts.face_index}: use 0 (the largest face) or more")
     for flag, path in (("--source", opts.source), ("--target", opts.target)):
         if not path.is_file():
             raise UserError(f"{flag} {path} does not exist")

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,9 +35,12 @@ from presenter.errors import UserError
 from presenter.face.align import MOUTH_WINDOW_256, mouth_window, paste_back, place_mouth_window, to_mouth_window
 from presenter.face.guidance import render_guidance
 from presenter.face.masks import lips_mask
-from presenter.models.generator import load_generator
+from presenter.models.generator import Generator, load_generator
 from presenter.render.warp_baseline import WarpBaselineRenderer
 from presenter.train.generator_data import EDGE_TAPER_PX
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +92,7 @@ class PreparedWindow:
     guidance: np.ndarray       # (S, S, 4) float32
 
 
-def generator_session(model, weights_dir: Path, threads: int = 1):
+def generator_session(model: Generator, weights_dir: Path, threads: int = 1) -> ort.InferenceSession:
     """An ONNX Runtime session of a loaded generator's per-frame graph, exported once per weights
     (keyed by model.sha256 and config.json, which load_generator checked) into the engine cache."""
     from presenter.engines.onnxruntime import cached_export, session
@@ -99,8 +103,8 @@ def generator_session(model, weights_dir: Path, threads: int = 1):
     return session(path, threads)
 
 
-def run_generator(model, sess, target: np.ndarray, mask: np.ndarray, guidance: np.ndarray,
-                  styles: np.ndarray) -> np.ndarray:
+def run_generator(model: Generator, sess: ort.InferenceSession | None, target: np.ndarray, mask: np.ndarray,
+                  guidance: np.ndarray, styles: np.ndarray) -> np.ndarray:
     """B crops in one network call: target (B, S, S, 3) uint8, mask (B, S, S), guidance (B, S, S, 4),
     styles (B, N) -> composite (B, S, S, 3) float32 in [0, 255]; sess None runs the torch module."""
     t = (target.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)

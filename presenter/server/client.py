@@ -209,12 +209,16 @@ async def whip_publish(base_url: str, mic: MediaStreamTrack, *,
     pub.addTransceiver(mic, direction="sendonly")
     await pub.setLocalDescription(await pub.createOffer())
     headers = {"Content-Type": "application/sdp"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base_url.rstrip('/')}/whip", data=pub.localDescription.sdp, headers=headers) as r:
-            answer = await r.text()
-            if r.status != 201 or not r.headers.get("Content-Type", "").startswith("application/sdp"):
-                await pub.close()
-                raise RuntimeError(f"POST /whip -> {r.status}: {answer}")
-            location = r.headers["Location"]
-    await pub.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base_url.rstrip('/')}/whip", data=pub.localDescription.sdp,
+                                 headers=headers) as r:
+                answer, location = await r.text(), r.headers.get("Location")
+                if r.status != 201 or not r.headers.get("Content-Type", "").startswith("application/sdp") \
+                        or not location:
+                    raise RuntimeError(f"POST /whip -> {r.status} (Location {location}): {answer}")
+        await pub.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    except BaseException:
+        await pub.close()
+        raise
     return pub, location

@@ -16,7 +16,6 @@ whether people would take the result for the source (dlib is one face-recognitio
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +32,19 @@ from presenter.face.landmarker import FaceLandmarker
 from presenter.render.swap import SIZE, FaceSwapper, face_crop
 from presenter.train.evaluate_generator import mouth_psnr_ssim
 
-log = logging.getLogger(__name__)
-
 GRID_PAIRS = 6
 MASK_IN = 0.5
 
 
 def _load(root: Path, ident: str) -> tuple[np.ndarray, FittedFace]:
+    """An identity's portrait (H, W, 3) RGB and its fitted face."""
+    bgr = cv2.imread(str(root / ident / "face.png"))
+    if bgr is None or not (root / ident / "face.npz").is_file():
+        raise UserError(f"{root / ident}: face.png or face.npz missing or unreadable; remake the identities "
+                        "(presenter data identities)")
     with np.load(root / ident / "face.npz") as d:
         face = FittedFace(d["verts_px"], d["canon"], d["rotation"], float(d["scale"]), d["translation"], d["matrix"])
-    return np.ascontiguousarray(cv2.imread(str(root / ident / "face.png"))[..., ::-1]), face
+    return np.ascontiguousarray(bgr[..., ::-1]), face
 
 
 def _shape(canon: np.ndarray) -> np.ndarray:
@@ -59,6 +61,8 @@ def evaluate_swap(identities: str | Path, weights: str | Path | None, *, max_pai
                   grid: Path | None = None) -> dict[str, Any]:
     """Score the swap generator on test-identity pairs; see the module docstring."""
     root = Path(identities)
+    if grid is not None and not grid.parent.is_dir():
+        raise UserError(f"--grid {grid}: its folder {grid.parent} does not exist")
     ids = identities_of(root, "test")
     if len(ids) < 2:
         raise UserError(f"{root}: {len(ids)} test identities; a swap needs pairs")
@@ -123,7 +127,8 @@ def _write_grid(path: Path, tiles: list[list[np.ndarray]]) -> None:
     """Rows of (source, target, swapped), written atomically."""
     img = np.concatenate([np.concatenate(t, 1) for t in tiles], 0)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    cv2.imwrite(str(tmp), img[..., ::-1])
+    if not cv2.imwrite(str(tmp), img[..., ::-1]):
+        raise UserError(f"--grid {path}: could not write the picture there")
     tmp.replace(path)
 
 

@@ -11,7 +11,7 @@ Labels per video frame t (span [t * 0.04, (t + 1) * 0.04) s), from the phones co
   2 = bilabial (p/b/m cover at least half the frame: for p and b the segment is mostly the
       closure, the lips are shut through it and open at the burst at its end),
   0 = silence (sil covers at least half the frame), 1 = other speech.
-`bilabial_share` keeps the fraction of the frame that p/b/m cover (soft target, unused by default).
+Each shard also keeps `shares`, the fraction of each frame that p/b/m cover (a soft target; unused).
 
     python -m presenter.train.labial data --out DIR --clips N --seed S [--holdout]
     python -m presenter.train.labial train --data DIR... --val DIR --out presenter/models/weights/labial
@@ -26,11 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from presenter.errors import UserError
+from presenter.motion.labial import BILABIAL, SILENCE, SPEECH
+
 log = logging.getLogger(__name__)
 
 HOP_S = 0.04
 BILABIAL_PHONES = ("p", "b", "m")
-SILENCE, SPEECH, BILABIAL = 0, 1, 2
 
 
 def frame_labels(phones: list[tuple[str, float, float]], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +112,9 @@ def write_shards(out: Path, clips: int, source) -> None:
             shares.append(sh)
             clip_ids.append(np.full(len(f), i, np.int32))
             meta.append(m)
-        path.with_suffix(".json").write_text(json.dumps(meta))
+        meta_tmp = path.with_name(f".{path.stem}.tmp.json")
+        meta_tmp.write_text(json.dumps(meta))
+        meta_tmp.replace(path.with_suffix(".json"))
         tmp = path.with_name(f".{path.stem}.tmp.npz")
         np.savez(tmp, feats=np.concatenate(feats), labels=np.concatenate(labels),
                  shares=np.concatenate(shares), clip=np.concatenate(clip_ids))
@@ -126,7 +130,8 @@ def make_data(out: Path, clips: int, seed: int, holdout: bool, p_augment: float 
 FESTIVAL_VOICES = ("cmu_us_slt_arctic_hts", "kal_diphone")   # Debian festvox-us-slt-hts, festvox-kallpc16k
 
 
-def _festival_batch(texts: list[str], voice: str, stretches: list[float], tmp: Path) -> list[tuple[np.ndarray, int, list]]:
+def _festival_batch(texts: list[str], voice: str, stretches: list[float],
+                    tmp: Path) -> list[tuple[np.ndarray, int, list]]:
     """Speak texts with festival (one process); -> [(int16 audio, sample rate, [(seg, end_s)])]."""
     import subprocess
     import wave
@@ -138,7 +143,13 @@ def _festival_batch(texts: list[str], voice: str, stretches: list[float], tmp: P
                   f'(set! utt (utt.synth (Utterance Text "{t}")))',
                   f'(utt.save.wave utt "{tmp}/{k}.wav" \'riff)', f'(utt.save.segs utt "{tmp}/{k}.segs")']
     (tmp / "batch.scm").write_text("\n".join(lines) + "\n")
-    subprocess.run(["festival", "-b", str(tmp / "batch.scm")], check=True, capture_output=True)
+    try:
+        subprocess.run(["festival", "-b", str(tmp / "batch.scm")], check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UserError("festival is not installed: apt-get install festival festvox-us-slt-hts "
+                        "festvox-kallpc16k") from None
+    except subprocess.CalledProcessError as e:
+        raise UserError(f"festival failed (exit {e.returncode}): {e.stderr.strip()[-500:]}") from None
     out = []
     for k in range(len(texts)):
         with wave.open(str(tmp / f"{k}.wav")) as w:
@@ -198,7 +209,11 @@ def load_data(dirs: list[Path]) -> dict[str, np.ndarray]:
     """All shards of the given data dirs -> feats (N, 768) float32, labels (N,), clip (N,) (unique per dir)."""
     parts: dict[str, list] = {"feats": [], "labels": [], "shares": [], "clip": []}
     for k, d in enumerate(dirs):
-        for p in sorted(Path(d).glob("shard-*.npz")):
+        shards = sorted(Path(d).glob("shard-*.npz"))
+        if not shards:
+            raise UserError(f"{d}: no shard-*.npz here; make data first: "
+                            f"python -m presenter.train.labial data --out {d}")
+        for p in shards:
             z = np.load(p)
             for key in parts:
                 v = z[key]
@@ -256,35 +271,30 @@ def train(data_dirs: list[Path], val_dir: Path | list[Path] | None, out: Path, *
         with torch.inference_mode():
             p = model.probs(xv).numpy()
         report[Path(vd).name] = val_metrics(p, yv.numpy())
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: t.contiguous() for k, t in model.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(cfg.__dict__, indent=2) + "\n")
-    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)               # each file to a temporary name, then renamed
+    save_file({k: t.contiguous() for k, t in model.state_dict().items()}, str(out / ".model.safetensors.tmp"))
+    (out / ".model.safetensors.tmp").replace(out / "model.safetensors")
+    for name, data in (("config.json", cfg.__dict__), ("training.json", report)):
+        (out / f".{name}.tmp").write_text(json.dumps(data, indent=2) + "\n")
+        (out / f".{name}.tmp").replace(out / name)
     log.info("probe written to %s: %s", out, json.dumps(report))
     return report
 
 
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Chance a positive scores above a negative (ties half)."""
-    from scipy.stats import rankdata
-
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    r = rankdata(np.concatenate([pos, neg]))
-    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
 def val_metrics(p: np.ndarray, y: np.ndarray) -> dict:
     """probs (N, 3), labels (N,) -> accuracy, AUC of P(bilabial) bilabial vs other speech."""
+    from presenter.offline.judge import auc
+
     pb = p[:, BILABIAL]
     return {"val_frames": int(len(y)), "val_acc": float((p.argmax(1) == y).mean()),
             "val_auc_bilabial_vs_speech": auc(pb[y == BILABIAL], pb[y == SPEECH])}
 
 
-def main() -> None:
+def main() -> int:
     import torch
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from presenter.errors import run_command
+
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser(prog="python -m presenter.train.labial",
                                  description="Make synthetic training data for the bilabial-closure probe, or train "
@@ -306,14 +316,18 @@ def main() -> None:
     t.add_argument("--past", type=int, default=2, help="context frames before t")
     t.add_argument("--future", type=int, default=1, help="context frames after t (at most the driver's pose lead)")
     a = ap.parse_args()
-    if a.cmd == "data":
-        if a.festival:
-            make_festival_data(a.out, a.clips, a.seed)
+
+    def job() -> None:
+        if a.cmd == "data":
+            if a.festival:
+                make_festival_data(a.out, a.clips, a.seed)
+            else:
+                make_data(a.out, a.clips, a.seed, a.holdout)
         else:
-            make_data(a.out, a.clips, a.seed, a.holdout)
-    else:
-        train(a.data, a.val, a.out, epochs=a.epochs, hidden=a.hidden, past=a.past, future=a.future)
+            train(a.data, a.val, a.out, epochs=a.epochs, hidden=a.hidden, past=a.past, future=a.future)
+
+    return run_command(ap.prog, job, verbose=False, fmt="%(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
