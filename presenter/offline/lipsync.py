@@ -111,6 +111,12 @@ def check_output(path: Path, force: bool) -> None:
         raise UserError(f"output folder {path.parent} does not exist")
 
 
+def check_face_index(index: int) -> None:
+    """UserError for a negative --face-index (0 is the largest face)."""
+    if index < 0:
+        raise UserError(f"--face-index {index}: use 0 (the largest face) or more")
+
+
 def drive(driver: MouthDriver, audio_16k: np.ndarray, *, progress: bool = False) -> np.ndarray:
     """Speech (n,) float32 16 kHz -> poses (F, ...) at 25 fps, F = ceil(n / 640), from a streaming driver."""
     step = int(PUSH_S * SAMPLE_RATE)
@@ -307,8 +313,7 @@ def lipsync(opts: LipsyncOptions, *, progress: bool = False) -> LipsyncResult:
     """Run one dubbing job; see the module docstring. Bad input raises UserError before anything is written."""
     t0, cpu0 = time.monotonic(), time.process_time()
     check_output(opts.output, opts.force)
-    if opts.face_index < 0:
-        raise UserError(f"--face-index {opts.face_index}: use 0 (the largest face) or more")
+    check_face_index(opts.face_index)
     if (opts.audio is None) == (opts.driver is None):
         raise UserError("give exactly one of --audio FILE (speech) or --driver VIDEO (a talking face to follow)")
     if opts.driver is not None and opts.style is not None:

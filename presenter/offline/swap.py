@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from presenter import __version__
 from presenter.errors import UserError
-from presenter.offline.lipsync import check_output, is_image
+from presenter.offline.lipsync import check_face_index, check_output, is_image
 from presenter.offline.media import SYNTHETIC_TAG, Audio, MovieWriter, probe_video, read_audio, read_frames
 from presenter.watermark import Watermark, new_payload
 
@@ -125,8 +125,7 @@ def swap(opts: SwapOptions, *, progress: bool = False) -> SwapResult:
     t0 = time.monotonic()
     consent = check_consent(opts.consent)
     check_output(opts.output, opts.force)
-    if opts.face_index < 0:
-        raise UserError(f"--face-index {opts.face_index}: use 0 (the largest face) or more")
+    check_face_index(opts.face_index)
     for flag, path in (("--source", opts.source), ("--target", opts.target)):
         if not path.is_file():
             raise UserError(f"{flag} {path} does not exist")
